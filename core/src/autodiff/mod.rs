@@ -1,0 +1,412 @@
+//! Reverse-mode automatic differentiation as a backend decorator.
+//!
+//! [`Autodiff<B>`] is itself a [`Backend`]: every float op runs the inner op of `B` for
+//! the value and, when an input requires a gradient, records a node whose backward step
+//! is written with inner ops (fused ops record their fused backward). Models are written
+//! once, generic over the backend; training uses `Autodiff<B>`, inference uses `B`.
+//!
+//! The graph lives in the tensors themselves (each result holds its parents), so it is
+//! freed when the last tensor of a step is dropped: there is no global tape that could
+//! grow from step to step. [`AutodiffBackend::backward`] consumes the loss and releases
+//! each node's saved tensors as soon as its backward step has run, and drops each
+//! intermediate gradient as soon as it has been passed on.
+use crate::backend::{Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use crate::error::{Error, Result};
+use crate::rng::RngKey;
+use crate::shape;
+use crate::tensor::Tensor;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+mod ops;
+
+/// The autodiff decorator over backend `B`.
+pub struct Autodiff<B>(PhantomData<fn() -> B>);
+
+impl<B> Clone for Autodiff<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B> Copy for Autodiff<B> {}
+impl<B> Default for Autodiff<B> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+impl<B: Backend> fmt::Debug for Autodiff<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Autodiff<{}>", B::name())
+    }
+}
+
+/// Inputs that need a gradient, positionally.
+pub(crate) type Needs = [bool];
+type BackwardFn<B> = Box<dyn FnOnce(<B as Backend>::Tensor, &Needs) -> Result<Vec<Option<<B as Backend>::Tensor>>> + Send>;
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+pub(crate) struct Node<B: Backend> {
+    id: usize,
+    leaf: bool,
+    parents: Vec<Option<Arc<Node<B>>>>,
+    step: spin::Mutex<Option<BackwardFn<B>>>,
+}
+
+/// Tensor primitive of [`Autodiff<B>`]: the inner value plus, when it requires a gradient,
+/// its node in the graph.
+pub struct AdTensor<B: Backend> {
+    pub(crate) primal: B::Tensor,
+    pub(crate) node: Option<Arc<Node<B>>>,
+}
+
+impl<B: Backend> Clone for AdTensor<B> {
+    fn clone(&self) -> Self {
+        Self { primal: self.primal.clone(), node: self.node.clone() }
+    }
+}
+
+impl<B: Backend> fmt::Debug for AdTensor<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AdTensor({:?}, requires_grad: {})", B::shape(&self.primal), self.node.is_some())
+    }
+}
+
+impl<B: Backend> AdTensor<B> {
+    pub(crate) fn constant(primal: B::Tensor) -> Self {
+        Self { primal, node: None }
+    }
+}
+
+/// Records `primal` as the output of an op with the given inputs. When no input requires a
+/// gradient the output is a constant and `step` is dropped unrun.
+pub(crate) fn record<B: Backend>(
+    primal: B::Tensor,
+    inputs: &[&AdTensor<B>],
+    step: impl FnOnce(B::Tensor, &Needs) -> Result<Vec<Option<B::Tensor>>> + Send + 'static,
+) -> AdTensor<B> {
+    if inputs.iter().all(|t| t.node.is_none()) {
+        return AdTensor::constant(primal);
+    }
+    let node = Node {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        leaf: false,
+        parents: inputs.iter().map(|t| t.node.clone()).collect(),
+        step: spin::Mutex::new(Some(Box::new(step))),
+    };
+    AdTensor { primal, node: Some(Arc::new(node)) }
+}
+
+/// Gradients of the leaves (parameters) reached by one backward pass, keyed by leaf.
+pub struct Gradients<B: Backend> {
+    map: BTreeMap<usize, B::Tensor>,
+}
+
+impl<B: Backend> Gradients<B> {
+    /// Gradient of `param` (a leaf created with [`Tensor::require_grad`]), if it was reached.
+    pub fn get<AB: AutodiffBackend<Inner = B>>(&self, param: &Tensor<AB>) -> Option<Tensor<B>> {
+        let id = AB::leaf_id(param.prim())?;
+        self.map.get(&id).cloned().map(Tensor::from_prim)
+    }
+    /// Removes and returns the gradient of `param`.
+    pub fn remove<AB: AutodiffBackend<Inner = B>>(&mut self, param: &Tensor<AB>) -> Option<Tensor<B>> {
+        let id = AB::leaf_id(param.prim())?;
+        self.map.remove(&id).map(Tensor::from_prim)
+    }
+    /// Number of leaves with a gradient.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// True when no leaf was reached.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A backend that records gradients: the interface optimisers and trainers use.
+pub trait AutodiffBackend: Backend {
+    /// The backend that computes the values.
+    type Inner: Backend<Device = Self::Device, Ids = Self::Ids>;
+    /// The inner value of `t` (no graph).
+    fn inner(t: &Self::Tensor) -> <Self::Inner as Backend>::Tensor;
+    /// A constant (no gradient) from an inner value.
+    fn from_inner(t: <Self::Inner as Backend>::Tensor) -> Self::Tensor;
+    /// A fresh leaf that requires a gradient (a parameter) from an inner value.
+    fn leaf(t: <Self::Inner as Backend>::Tensor) -> Self::Tensor;
+    /// Runs the backward pass from a one-element `loss`, consuming its graph.
+    fn backward(loss: Self::Tensor) -> Result<Gradients<Self::Inner>>;
+    /// Key of `t` in [`Gradients`] (its graph node), if it requires a gradient.
+    fn leaf_id(t: &Self::Tensor) -> Option<usize>;
+}
+
+impl<B: Backend> AutodiffBackend for Autodiff<B> {
+    type Inner = B;
+
+    fn inner(t: &AdTensor<B>) -> B::Tensor {
+        t.primal.clone()
+    }
+    fn from_inner(t: B::Tensor) -> AdTensor<B> {
+        AdTensor::constant(t)
+    }
+    fn leaf(t: B::Tensor) -> AdTensor<B> {
+        let node =
+            Node { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), leaf: true, parents: Vec::new(), step: spin::Mutex::new(None) };
+        AdTensor { primal: t, node: Some(Arc::new(node)) }
+    }
+
+    fn leaf_id(t: &AdTensor<B>) -> Option<usize> {
+        t.node.as_ref().map(|n| n.id)
+    }
+
+    fn backward(loss: AdTensor<B>) -> Result<Gradients<B>> {
+        let shape = B::shape(&loss.primal).to_vec();
+        if shape::numel(&shape) != 1 {
+            return Err(Error::InvalidArgument(format!("backward needs a one-element loss, got shape {shape:?}")));
+        }
+        let root = loss
+            .node
+            .ok_or_else(|| Error::InvalidArgument("backward: the loss does not depend on any parameter".into()))?;
+        let seed = B::full(1.0, &shape, &B::device(&loss.primal))?;
+        drop(loss.primal);
+        let order = topo_order(&root);
+        drop(root);
+        let mut pending: BTreeMap<usize, B::Tensor> = BTreeMap::new();
+        pending.insert(order.last().map(|n| n.id).unwrap_or(0), seed);
+        let mut leaves = BTreeMap::new();
+        for node in order.into_iter().rev() {
+            let Some(g) = pending.remove(&node.id) else { continue };
+            if node.leaf {
+                leaves.insert(node.id, g);
+                continue;
+            }
+            let step = node
+                .step
+                .lock()
+                .take()
+                .ok_or_else(|| Error::InvalidArgument("backward: this graph was already consumed".into()))?;
+            let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
+            let grads = step(g, &needs)?;
+            if grads.len() != node.parents.len() {
+                return Err(Error::Backend(format!(
+                    "backward step returned {} gradients for {} inputs",
+                    grads.len(),
+                    node.parents.len()
+                )));
+            }
+            for (parent, grad) in node.parents.iter().zip(grads) {
+                if let (Some(p), Some(g)) = (parent, grad) {
+                    let acc = match pending.remove(&p.id) {
+                        Some(prev) => B::binary(Binary::Add, prev, g)?,
+                        None => g,
+                    };
+                    pending.insert(p.id, acc);
+                }
+            }
+        }
+        Ok(Gradients { map: leaves })
+    }
+}
+
+/// Nodes reachable from `root` in post-order (every node after all of its parents).
+fn topo_order<B: Backend>(root: &Arc<Node<B>>) -> Vec<Arc<Node<B>>> {
+    let mut order = Vec::new();
+    let mut visited = BTreeMap::new();
+    // Iterative DFS: (node, next parent index to visit).
+    let mut stack: Vec<(Arc<Node<B>>, usize)> = vec![(root.clone(), 0)];
+    visited.insert(root.id, ());
+    while let Some((node, i)) = stack.pop() {
+        if i < node.parents.len() {
+            let next = node.parents[i].clone();
+            stack.push((node, i + 1));
+            if let Some(p) = next {
+                if visited.insert(p.id, ()).is_none() {
+                    stack.push((p, 0));
+                }
+            }
+        } else {
+            order.push(node);
+        }
+    }
+    order
+}
+
+impl<B: AutodiffBackend> Tensor<B> {
+    /// This tensor as a fresh leaf that requires a gradient (a trainable parameter).
+    pub fn require_grad(&self) -> Self {
+        Tensor::from_prim(B::leaf(B::inner(self.prim())))
+    }
+    /// The value without its graph, on the inner backend.
+    pub fn inner(&self) -> Tensor<B::Inner> {
+        Tensor::from_prim(B::inner(self.prim()))
+    }
+    /// A constant (no gradient) on this backend from an inner value.
+    pub fn from_inner(t: Tensor<B::Inner>) -> Self {
+        Tensor::from_prim(B::from_inner(t.into_prim()))
+    }
+    /// Backward pass from this one-element loss; consumes the graph.
+    pub fn backward(self) -> Result<Gradients<B::Inner>> {
+        B::backward(self.into_prim())
+    }
+}
+
+impl<B: Backend> Tensor<Autodiff<B>> {
+    /// True when this tensor is part of a gradient graph.
+    pub fn requires_grad(&self) -> bool {
+        self.prim().node.is_some()
+    }
+}
+
+/// Sums `g` down to `target` (the adjoint of numpy broadcasting).
+pub(crate) fn reduce_to_shape<B: Backend>(g: B::Tensor, target: &[usize]) -> Result<B::Tensor> {
+    let gs = B::shape(&g).to_vec();
+    if gs == target {
+        return Ok(g);
+    }
+    let extra = gs.len() - target.len();
+    let mut g = g;
+    if extra > 0 {
+        let lead = shape::numel(&gs[..extra]);
+        let rest = &gs[extra..];
+        let mut flat = vec![lead];
+        flat.extend_from_slice(rest);
+        g = B::reduce(Reduce::Sum, B::reshape(g, &flat)?, 0)?;
+        g = B::reshape(g, rest)?;
+    }
+    let cur = B::shape(&g).to_vec();
+    for (ax, (&c, &t)) in cur.iter().zip(target).enumerate() {
+        if t == 1 && c != 1 {
+            g = B::reduce(Reduce::Sum, g, ax)?;
+        }
+    }
+    B::reshape(g, target)
+}
+
+impl<B: Backend> Backend for Autodiff<B> {
+    type Device = B::Device;
+    type Tensor = AdTensor<B>;
+    type Ids = B::Ids;
+
+    fn name() -> String {
+        format!("autodiff<{}>", B::name())
+    }
+    fn sync(dev: &B::Device) -> Result<()> {
+        B::sync(dev)
+    }
+    fn memory_stats(dev: &B::Device) -> Option<MemoryStats> {
+        B::memory_stats(dev)
+    }
+    fn shape(t: &AdTensor<B>) -> &[usize] {
+        B::shape(&t.primal)
+    }
+    fn device(t: &AdTensor<B>) -> B::Device {
+        B::device(&t.primal)
+    }
+    fn ids_shape(t: &B::Ids) -> &[usize] {
+        B::ids_shape(t)
+    }
+    fn from_f32(data: &[f32], shape: &[usize], dev: &B::Device) -> Result<AdTensor<B>> {
+        Ok(AdTensor::constant(B::from_f32(data, shape, dev)?))
+    }
+    fn full(value: f32, shape: &[usize], dev: &B::Device) -> Result<AdTensor<B>> {
+        Ok(AdTensor::constant(B::full(value, shape, dev)?))
+    }
+    fn random(dist: Dist, key: RngKey, shape: &[usize], dev: &B::Device) -> Result<AdTensor<B>> {
+        Ok(AdTensor::constant(B::random(dist, key, shape, dev)?))
+    }
+    fn to_f32(t: AdTensor<B>) -> Result<Vec<f32>> {
+        B::to_f32(t.primal)
+    }
+    fn ids_from_u32(data: &[u32], shape: &[usize], dev: &B::Device) -> Result<B::Ids> {
+        B::ids_from_u32(data, shape, dev)
+    }
+    fn ids_to_u32(t: B::Ids) -> Result<Vec<u32>> {
+        B::ids_to_u32(t)
+    }
+    fn ids_reshape(t: B::Ids, shape: &[usize]) -> Result<B::Ids> {
+        B::ids_reshape(t, shape)
+    }
+
+    fn reshape(x: AdTensor<B>, shape: &[usize]) -> Result<AdTensor<B>> {
+        ops::reshape(x, shape)
+    }
+    fn permute(x: AdTensor<B>, axes: &[usize]) -> Result<AdTensor<B>> {
+        ops::permute(x, axes)
+    }
+    fn narrow(x: AdTensor<B>, axis: usize, start: usize, len: usize) -> Result<AdTensor<B>> {
+        ops::narrow(x, axis, start, len)
+    }
+    fn concat(xs: Vec<AdTensor<B>>, axis: usize) -> Result<AdTensor<B>> {
+        ops::concat(xs, axis)
+    }
+    fn expand(x: AdTensor<B>, shape: &[usize]) -> Result<AdTensor<B>> {
+        ops::expand(x, shape)
+    }
+    fn pad(x: AdTensor<B>, axis: usize, before: usize, after: usize) -> Result<AdTensor<B>> {
+        ops::pad(x, axis, before, after)
+    }
+    fn unary(op: Unary, x: AdTensor<B>) -> Result<AdTensor<B>> {
+        ops::unary(op, x)
+    }
+    fn binary(op: Binary, a: AdTensor<B>, b: AdTensor<B>) -> Result<AdTensor<B>> {
+        ops::binary(op, a, b)
+    }
+    fn reduce(op: Reduce, x: AdTensor<B>, axis: usize) -> Result<AdTensor<B>> {
+        ops::reduce(op, x, axis)
+    }
+    fn matmul(a: AdTensor<B>, b: AdTensor<B>, ta: bool, tb: bool) -> Result<AdTensor<B>> {
+        ops::matmul(a, b, ta, tb)
+    }
+    fn gather_rows(table: AdTensor<B>, ids: B::Ids) -> Result<AdTensor<B>> {
+        ops::gather_rows(table, ids)
+    }
+    fn scatter_add_rows(src: AdTensor<B>, ids: B::Ids, rows: usize) -> Result<AdTensor<B>> {
+        ops::scatter_add_rows(src, ids, rows)
+    }
+    fn softmax(x: AdTensor<B>) -> Result<AdTensor<B>> {
+        ops::softmax(x)
+    }
+}
+
+impl<B: Backend> NnOps<Autodiff<B>> for Autodiff<B> {
+    fn layer_norm_fwd(
+        x: AdTensor<B>,
+        gamma: AdTensor<B>,
+        beta: AdTensor<B>,
+        eps: f32,
+    ) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
+        ops::layer_norm(x, gamma, beta, eps)
+    }
+    fn rms_norm_fwd(x: AdTensor<B>, gamma: AdTensor<B>, eps: f32) -> Result<(AdTensor<B>, AdTensor<B>)> {
+        ops::rms_norm(x, gamma, eps)
+    }
+    fn attention_fwd(
+        q: AdTensor<B>,
+        k: AdTensor<B>,
+        v: AdTensor<B>,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(AdTensor<B>, AdTensor<B>)> {
+        ops::attention(q, k, v, causal, scale)
+    }
+    fn cross_entropy_fwd(logits: AdTensor<B>, targets: B::Ids) -> Result<(AdTensor<B>, AdTensor<B>)> {
+        ops::cross_entropy(logits, targets)
+    }
+    fn adamw_step(
+        p: AdTensor<B>,
+        g: AdTensor<B>,
+        m: AdTensor<B>,
+        v: AdTensor<B>,
+        h: &crate::backend::AdamWStep,
+    ) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
+        let (p, m, v) = B::adamw_step(p.primal, g.primal, m.primal, v.primal, h)?;
+        Ok((AdTensor::constant(p), AdTensor::constant(m), AdTensor::constant(v)))
+    }
+}

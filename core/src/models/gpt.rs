@@ -1,0 +1,252 @@
+//! The baseline: a pre-norm decoder-only transformer (GPT-2 style).
+//!
+//! `x = wte[ids] + wpe[0..S]`; per block `x ← x + attn(LN₁(x))`, `x ← x + mlp(LN₂(x))`;
+//! logits `= LN_f(x)·wteᵀ` (tied) or a separate head.
+use super::LanguageModel;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::nn::{dropout, join, CausalSelfAttention, Embedding, ForwardCtx, LayerNorm, Linear, Mlp, Module};
+use crate::rng::RngKey;
+use crate::shape_err;
+use crate::tensor::{Ids, Tensor};
+use alloc::format;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// GPT hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Context length (positions).
+    pub ctx_len: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// Model width.
+    pub d_model: usize,
+    /// MLP hidden width multiplier.
+    pub mlp_mult: usize,
+    /// Dropout on embeddings, attention output and MLP output.
+    pub dropout: f32,
+    /// Biases in linear layers.
+    pub bias: bool,
+    /// Tie the output head to the token embedding.
+    pub tie_embeddings: bool,
+    /// Init standard deviation (output projections use `std/√(2·n_layer)`).
+    pub init_std: f32,
+    /// LayerNorm epsilon.
+    pub ln_eps: f32,
+}
+
+impl Default for GptConfig {
+    /// The benchmark configuration: depth 4, width 128, 4 heads, context 256, bytes.
+    fn default() -> Self {
+        Self {
+            vocab_size: 256,
+            ctx_len: 256,
+            n_layer: 4,
+            n_head: 4,
+            d_model: 128,
+            mlp_mult: 4,
+            dropout: 0.0,
+            bias: true,
+            tie_embeddings: true,
+            init_std: 0.02,
+            ln_eps: 1e-5,
+        }
+    }
+}
+
+impl GptConfig {
+    /// Rejects out-of-range values.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: alloc::string::String| Err(Error::Config(m));
+        if self.vocab_size == 0 || self.vocab_size > (1 << 24) {
+            return err(format!("vocab_size {} must be in 1..=16777216", self.vocab_size));
+        }
+        if self.ctx_len == 0 || self.ctx_len > (1 << 20) {
+            return err(format!("ctx_len {} must be in 1..=1048576", self.ctx_len));
+        }
+        if self.n_layer == 0 || self.n_layer > 1024 {
+            return err(format!("n_layer {} must be in 1..=1024", self.n_layer));
+        }
+        if self.d_model == 0 || self.d_model > 65536 {
+            return err(format!("d_model {} must be in 1..=65536", self.d_model));
+        }
+        if self.n_head == 0 || self.d_model % self.n_head != 0 {
+            return err(format!("d_model {} must be divisible by n_head {}", self.d_model, self.n_head));
+        }
+        if self.mlp_mult == 0 || self.mlp_mult > 64 {
+            return err(format!("mlp_mult {} must be in 1..=64", self.mlp_mult));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return err(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        if !(self.init_std > 0.0 && self.init_std < 10.0) {
+            return err(format!("init_std {} must be in (0, 10)", self.init_std));
+        }
+        if !(self.ln_eps > 0.0 && self.ln_eps < 1.0) {
+            return err(format!("ln_eps {} must be in (0, 1)", self.ln_eps));
+        }
+        Ok(())
+    }
+
+    /// Matmul FLOPs of one forward pass over `tokens` tokens in sequences of `seq`
+    /// (2·m·n·k per product, causal attention counted in full as the reference does).
+    pub fn forward_flops(&self, tokens: usize, seq: usize) -> f64 {
+        let d = self.d_model as f64;
+        let n = tokens as f64;
+        let h = (self.mlp_mult as f64) * d;
+        let per_layer = 2.0 * n * (3.0 * d * d + d * d + 2.0 * d * h) + 2.0 * 2.0 * n * seq as f64 * d;
+        self.n_layer as f64 * per_layer + 2.0 * n * d * self.vocab_size as f64
+    }
+}
+
+/// One pre-norm block.
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub ln1: LayerNorm<B>,
+    /// Causal self-attention.
+    pub attn: CausalSelfAttention<B>,
+    /// Norm before the MLP.
+    pub ln2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+    dropout: f32,
+}
+
+impl<B: Backend> Block<B> {
+    /// `x + attn(LN₁ x)`, then `+ mlp(LN₂ x)`.
+    pub fn forward(&self, x: &Tensor<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
+        let a = dropout(&self.attn.forward(&self.ln1.forward(x)?)?, self.dropout, ctx)?;
+        let x = x.add(&a)?;
+        let m = self.mlp.forward(&self.ln2.forward(&x)?, ctx)?;
+        x.add(&m)
+    }
+}
+
+impl<B: Backend> Module<B> for Block<B> {
+    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        self.ln1.visit(&join(p, "ln1"), f);
+        self.attn.visit(&join(p, "attn"), f);
+        self.ln2.visit(&join(p, "ln2"), f);
+        self.mlp.visit(&join(p, "mlp"), f);
+    }
+    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        self.ln1.visit_mut(&join(p, "ln1"), f);
+        self.attn.visit_mut(&join(p, "attn"), f);
+        self.ln2.visit_mut(&join(p, "ln2"), f);
+        self.mlp.visit_mut(&join(p, "mlp"), f);
+    }
+}
+
+/// The GPT model.
+#[derive(Debug, Clone)]
+pub struct Gpt<B: Backend> {
+    cfg: GptConfig,
+    /// Token embedding `[V, d]`.
+    pub wte: Embedding<B>,
+    /// Position embedding `[ctx, d]`.
+    pub wpe: Embedding<B>,
+    /// Blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Final norm.
+    pub ln_f: LayerNorm<B>,
+    /// Untied output head `[V, d]` (when `tie_embeddings` is off).
+    pub head: Option<Linear<B>>,
+}
+
+impl<B: Backend> Module<B> for Gpt<B> {
+    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        self.wte.visit(&join(p, "wte"), f);
+        self.wpe.visit(&join(p, "wpe"), f);
+        for (i, b) in self.blocks.iter().enumerate() {
+            b.visit(&join(p, &format!("blocks.{i}")), f);
+        }
+        self.ln_f.visit(&join(p, "ln_f"), f);
+        if let Some(h) = &self.head {
+            h.visit(&join(p, "head"), f);
+        }
+    }
+    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        self.wte.visit_mut(&join(p, "wte"), f);
+        self.wpe.visit_mut(&join(p, "wpe"), f);
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.visit_mut(&join(p, &format!("blocks.{i}")), f);
+        }
+        self.ln_f.visit_mut(&join(p, "ln_f"), f);
+        if let Some(h) = &mut self.head {
+            h.visit_mut(&join(p, "head"), f);
+        }
+    }
+}
+
+impl<B: Backend> LanguageModel<B> for Gpt<B> {
+    type Config = GptConfig;
+    const ARCH: &'static str = "gpt";
+
+    fn init(cfg: &GptConfig, key: RngKey, dev: &B::Device) -> Result<Self> {
+        cfg.validate()?;
+        let d = cfg.d_model;
+        let std = cfg.init_std;
+        let proj_std = std / libm::sqrtf(2.0 * cfg.n_layer as f32);
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let k = key.fold(100 + i as u64);
+            blocks.push(Block {
+                ln1: LayerNorm::new(d, cfg.ln_eps, dev)?,
+                attn: CausalSelfAttention::new(d, cfg.n_head, cfg.bias, std, proj_std, k.fold(1), dev)?,
+                ln2: LayerNorm::new(d, cfg.ln_eps, dev)?,
+                mlp: Mlp::new(d, cfg.mlp_mult * d, cfg.bias, cfg.dropout, std, proj_std, k.fold(2), dev)?,
+                dropout: cfg.dropout,
+            });
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            wte: Embedding::new(cfg.vocab_size, d, std, key.fold(1), dev)?,
+            wpe: Embedding::new(cfg.ctx_len, d, std, key.fold(2), dev)?,
+            blocks,
+            ln_f: LayerNorm::new(d, cfg.ln_eps, dev)?,
+            head: if cfg.tie_embeddings {
+                None
+            } else {
+                Some(Linear::new(d, cfg.vocab_size, false, std, key.fold(3), dev)?)
+            },
+        })
+    }
+
+    fn config(&self) -> &GptConfig {
+        &self.cfg
+    }
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+    fn context_len(&self) -> usize {
+        self.cfg.ctx_len
+    }
+
+    fn forward(&self, ids: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
+        let s = ids.shape();
+        if s.len() != 2 || s[1] == 0 {
+            return Err(shape_err!("gpt", "ids must be [batch, seq] with seq > 0, got {s:?}"));
+        }
+        if s[1] > self.cfg.ctx_len {
+            return Err(shape_err!("gpt", "sequence of {} exceeds the context length {}", s[1], self.cfg.ctx_len));
+        }
+        let tok = self.wte.forward(ids)?;
+        let pos = self.wpe.weight.narrow(0, 0, s[1])?;
+        let mut x = dropout(&tok.add(&pos)?, self.cfg.dropout, ctx)?;
+        for b in &self.blocks {
+            x = b.forward(&x, ctx)?;
+        }
+        let x = self.ln_f.forward(&x)?;
+        match &self.head {
+            Some(h) => h.forward(&x),
+            None => x.matmul_t(&self.wte.weight, false, true),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Models. Each is a struct of parameters plus a serde configuration, generic over the
+//! backend, with presets that reproduce its seed.
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::nn::{ForwardCtx, Module};
+use crate::rng::RngKey;
+use crate::tensor::{Ids, Tensor};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub mod gpt;
+
+pub use gpt::{Gpt, GptConfig};
+
+/// A next-token language model.
+pub trait LanguageModel<B: Backend>: Module<B> + Sized {
+    /// Serde configuration.
+    type Config: Serialize + DeserializeOwned + Clone + core::fmt::Debug + PartialEq;
+    /// Architecture id stored in checkpoints.
+    const ARCH: &'static str;
+
+    /// A freshly initialised model (deterministic in `key`).
+    fn init(cfg: &Self::Config, key: RngKey, dev: &B::Device) -> Result<Self>;
+    /// Its configuration.
+    fn config(&self) -> &Self::Config;
+    /// Vocabulary size.
+    fn vocab_size(&self) -> usize;
+    /// Longest input sequence.
+    fn context_len(&self) -> usize;
+    /// Logits `[B, S, V]` for ids `[B, S]`.
+    fn forward(&self, ids: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>>;
+
+    /// Mean next-token cross-entropy of `inputs → targets` (both `[B, S]`).
+    fn loss(&self, inputs: &Ids<B>, targets: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
+        let logits = self.forward(inputs, ctx)?;
+        let (b, s, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
+        logits.reshape(&[b * s, v])?.cross_entropy(&targets.reshape(&[b * s])?)
+    }
+}

@@ -1,0 +1,158 @@
+//! Linear, Embedding, LayerNorm, RMSNorm and dropout.
+use super::{join, ForwardCtx, Module};
+use crate::backend::{Backend, Dist};
+use crate::error::{Error, Result};
+use crate::rng::RngKey;
+use crate::tensor::{Ids, Tensor};
+
+/// `y = x Wᵀ + b`; `W: [out, in]` (PyTorch layout), `b: [out]`; `x: [..., in] → [..., out]`.
+#[derive(Debug, Clone)]
+pub struct Linear<B: Backend> {
+    /// Weight `[out, in]`.
+    pub weight: Tensor<B>,
+    /// Optional bias `[out]`.
+    pub bias: Option<Tensor<B>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Weight ~ N(0, std²), bias zero.
+    pub fn new(d_in: usize, d_out: usize, bias: bool, std: f32, key: RngKey, dev: &B::Device) -> Result<Self> {
+        Ok(Self {
+            weight: Tensor::randn(std, key, &[d_out, d_in], dev)?,
+            bias: if bias { Some(Tensor::zeros(&[d_out], dev)?) } else { None },
+        })
+    }
+    /// Input width.
+    pub fn d_in(&self) -> usize {
+        self.weight.shape()[1]
+    }
+    /// Output width.
+    pub fn d_out(&self) -> usize {
+        self.weight.shape()[0]
+    }
+    /// `x Wᵀ + b`.
+    pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let y = x.matmul_t(&self.weight, false, true)?;
+        match &self.bias {
+            Some(b) => y.add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+impl<B: Backend> Module<B> for Linear<B> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        f(&join(prefix, "weight"), &self.weight);
+        if let Some(b) = &self.bias {
+            f(&join(prefix, "bias"), b);
+        }
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+        if let Some(b) = &mut self.bias {
+            f(&join(prefix, "bias"), b);
+        }
+    }
+}
+
+/// Lookup table `[rows, dim]`: `ids [*] → [*, dim]`.
+#[derive(Debug, Clone)]
+pub struct Embedding<B: Backend> {
+    /// Table `[rows, dim]`.
+    pub weight: Tensor<B>,
+}
+
+impl<B: Backend> Embedding<B> {
+    /// Entries ~ N(0, std²).
+    pub fn new(rows: usize, dim: usize, std: f32, key: RngKey, dev: &B::Device) -> Result<Self> {
+        Ok(Self { weight: Tensor::randn(std, key, &[rows, dim], dev)? })
+    }
+    /// Rows of the table selected by `ids`.
+    pub fn forward(&self, ids: &Ids<B>) -> Result<Tensor<B>> {
+        self.weight.gather_rows(ids)
+    }
+}
+
+impl<B: Backend> Module<B> for Embedding<B> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        f(&join(prefix, "weight"), &self.weight);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+    }
+}
+
+/// LayerNorm over the last axis, `γ = 1`, `β = 0` at init.
+#[derive(Debug, Clone)]
+pub struct LayerNorm<B: Backend> {
+    /// Gain `[d]`.
+    pub gamma: Tensor<B>,
+    /// Bias `[d]`.
+    pub beta: Tensor<B>,
+    /// Variance epsilon.
+    pub eps: f32,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    /// A LayerNorm of width `d`.
+    pub fn new(d: usize, eps: f32, dev: &B::Device) -> Result<Self> {
+        Ok(Self { gamma: Tensor::ones(&[d], dev)?, beta: Tensor::zeros(&[d], dev)?, eps })
+    }
+    /// `(x − μ)/√(σ² + ε)·γ + β`.
+    pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        x.layer_norm(&self.gamma, &self.beta, self.eps)
+    }
+}
+
+impl<B: Backend> Module<B> for LayerNorm<B> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        f(&join(prefix, "weight"), &self.gamma);
+        f(&join(prefix, "bias"), &self.beta);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        f(&join(prefix, "weight"), &mut self.gamma);
+        f(&join(prefix, "bias"), &mut self.beta);
+    }
+}
+
+/// RMSNorm over the last axis, `γ = 1` at init.
+#[derive(Debug, Clone)]
+pub struct RmsNorm<B: Backend> {
+    /// Gain `[d]`.
+    pub gamma: Tensor<B>,
+    /// Epsilon added to the mean square.
+    pub eps: f32,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// An RMSNorm of width `d`.
+    pub fn new(d: usize, eps: f32, dev: &B::Device) -> Result<Self> {
+        Ok(Self { gamma: Tensor::ones(&[d], dev)?, eps })
+    }
+    /// `x/√(mean(x²) + ε)·γ`.
+    pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        x.rms_norm(&self.gamma, self.eps)
+    }
+}
+
+impl<B: Backend> Module<B> for RmsNorm<B> {
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        f(&join(prefix, "weight"), &self.gamma);
+    }
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        f(&join(prefix, "weight"), &mut self.gamma);
+    }
+}
+
+/// Inverted dropout: in training, each element is zeroed with probability `p` and the rest
+/// scaled by `1/(1−p)`; identity in evaluation or when `p = 0`.
+pub fn dropout<B: Backend>(x: &Tensor<B>, p: f32, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(Error::Config(alloc::format!("dropout probability {p} outside [0, 1)")));
+    }
+    if !ctx.train || p == 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = Tensor::random(Dist::Bernoulli { p: 1.0 - p }, ctx.next_key(), x.shape(), &x.device())?;
+    x.mul(&keep.mul_scalar(1.0 / (1.0 - p))?)
+}

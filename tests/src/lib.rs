@@ -1,0 +1,59 @@
+//! The protocell test suite, written once and generic over the backend.
+//!
+//! * [`suite`] — every primitive and fused op of a backend `B`, compared with the CPU
+//!   reference backend on proptest-generated shapes and values, and every fused override
+//!   compared with the composition of primitives it replaces;
+//! * [`grad`] — finite-difference checks of every differentiable op through `Autodiff<B>`;
+//! * [`reference`] — naive host loops that pin the CPU reference itself.
+//!
+//! A backend crate's test file calls these with its own device and tolerance; see
+//! `tests/cpu.rs`.
+pub mod grad;
+pub mod reference;
+pub mod suite;
+
+/// Absolute + relative tolerance: `|a − b| ≤ abs + rel·|b|`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tol {
+    /// Absolute part.
+    pub abs: f32,
+    /// Relative part.
+    pub rel: f32,
+}
+
+impl Tol {
+    /// Bitwise-level agreement up to reassociation of f32 sums.
+    pub const TIGHT: Tol = Tol { abs: 1e-5, rel: 1e-5 };
+}
+
+/// Compares two buffers elementwise; the error names the first offending index.
+pub fn close(what: &str, got: &[f32], want: &[f32], tol: Tol) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: length {} vs {}", got.len(), want.len()));
+    }
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= tol.abs + tol.rel * w.abs()
+        };
+        if !ok {
+            return Err(format!("{what}: element {i}: got {g}, want {w} (tol {tol:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// A deterministic pseudo-random buffer in `[lo, hi)` (for large cases outside proptest).
+pub fn det_values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = protocell_core::rng::Philox::new(protocell_core::RngKey::new(seed));
+    (0..n).map(|_| lo + (hi - lo) * r.next_f32()).collect()
+}
+
+/// `shared/` beside the project root (`../shared`), when present.
+pub fn shared_dir() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    p.is_dir().then_some(p)
+}
