@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod kernels;
+mod profile;
 mod storage;
 
 use protocell_core::backend::{AdamWStep, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
@@ -20,8 +21,10 @@ use protocell_core::rng::RngKey;
 use protocell_core::shape;
 use std::sync::Arc;
 
-pub use storage::{memory_stats, reset_peak};
+use profile::timed;
+pub use profile::{profile_report, set_profiling};
 use storage::Buf;
+pub use storage::{memory_stats, reset_peak, trim_pool};
 
 /// The CPU backend (a zero-sized marker type).
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,7 +61,11 @@ impl CpuTensor {
         let shape = self.shape;
         let data = match Arc::try_unwrap(self.buf) {
             Ok(b) => b.into_vec(),
-            Err(shared) => shared.as_slice().to_vec(),
+            Err(shared) => {
+                let mut v = storage::alloc(shared.as_slice().len());
+                v.copy_from_slice(shared.as_slice());
+                v
+            }
         };
         (data, shape)
     }
@@ -110,20 +117,30 @@ impl Backend for Cpu {
     }
 
     fn from_f32(data: &[f32], shape: &[usize], _dev: &CpuDevice) -> Result<CpuTensor> {
-        if data.len() != shape::numel(shape) {
-            return Err(Error::Shape { op: "from_f32", msg: format!("{} values for {shape:?}", data.len()) });
-        }
-        Ok(CpuTensor::new(data.to_vec(), shape.to_vec()))
+        timed("from_f32", || {
+            if data.len() != shape::numel(shape) {
+                return Err(Error::Shape { op: "from_f32", msg: format!("{} values for {shape:?}", data.len()) });
+            }
+            let mut v = storage::alloc(data.len());
+            v.copy_from_slice(data);
+            Ok(CpuTensor::new(v, shape.to_vec()))
+        })
     }
     fn full(value: f32, shape: &[usize], _dev: &CpuDevice) -> Result<CpuTensor> {
-        Ok(CpuTensor::new(vec![value; shape::checked_numel(shape)?], shape.to_vec()))
+        timed("full", || {
+            let mut v = storage::alloc(shape::checked_numel(shape)?);
+            v.fill(value);
+            Ok(CpuTensor::new(v, shape.to_vec()))
+        })
     }
     fn random(dist: Dist, key: RngKey, shape: &[usize], _dev: &CpuDevice) -> Result<CpuTensor> {
-        let n = shape::checked_numel(shape)?;
-        Ok(CpuTensor::new(kernels::random::fill(dist, key, n), shape.to_vec()))
+        timed("random", || {
+            let n = shape::checked_numel(shape)?;
+            Ok(CpuTensor::new(kernels::random::fill(dist, key, n), shape.to_vec()))
+        })
     }
     fn to_f32(t: CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.into_parts().0)
+        timed("to_f32", || Ok(t.into_parts().0))
     }
     fn ids_from_u32(data: &[u32], shape: &[usize], _dev: &CpuDevice) -> Result<CpuIds> {
         if data.len() != shape::numel(shape) {
@@ -142,53 +159,53 @@ impl Backend for Cpu {
         Ok(CpuTensor { buf: x.buf, shape: shape.to_vec() })
     }
     fn permute(x: CpuTensor, axes: &[usize]) -> Result<CpuTensor> {
-        Ok(kernels::layout::permute(&x, axes))
+        timed("permute", || Ok(kernels::layout::permute(&x, axes)))
     }
     fn narrow(x: CpuTensor, axis: usize, start: usize, len: usize) -> Result<CpuTensor> {
-        Ok(kernels::layout::narrow(&x, axis, start, len))
+        timed("narrow", || Ok(kernels::layout::narrow(&x, axis, start, len)))
     }
     fn concat(xs: Vec<CpuTensor>, axis: usize) -> Result<CpuTensor> {
-        Ok(kernels::layout::concat(&xs, axis))
+        timed("concat", || Ok(kernels::layout::concat(&xs, axis)))
     }
     fn expand(x: CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
-        Ok(kernels::layout::expand(&x, shape))
+        timed("expand", || Ok(kernels::layout::expand(&x, shape)))
     }
     fn pad(x: CpuTensor, axis: usize, before: usize, after: usize) -> Result<CpuTensor> {
-        Ok(kernels::layout::pad(&x, axis, before, after))
+        timed("pad", || Ok(kernels::layout::pad(&x, axis, before, after)))
     }
 
     fn unary(op: Unary, x: CpuTensor) -> Result<CpuTensor> {
-        Ok(kernels::elementwise::unary(op, x))
+        timed(unary_name(op), || Ok(kernels::elementwise::unary(op, x)))
     }
     fn unary_grad(op: Unary, x: CpuTensor, y: CpuTensor, dy: CpuTensor) -> Result<CpuTensor> {
-        Ok(kernels::elementwise::unary_grad(op, &x, &y, dy))
+        timed("unary_grad", || Ok(kernels::elementwise::unary_grad(op, &x, &y, dy)))
     }
     fn binary(op: Binary, a: CpuTensor, b: CpuTensor) -> Result<CpuTensor> {
-        kernels::elementwise::binary(op, a, b)
+        timed(binary_name(op), || kernels::elementwise::binary(op, a, b))
     }
     fn reduce(op: Reduce, x: CpuTensor, axis: usize) -> Result<CpuTensor> {
-        Ok(kernels::reduce::reduce(op, &x, axis))
+        timed("reduce", || Ok(kernels::reduce::reduce(op, &x, axis)))
     }
     fn matmul(a: CpuTensor, b: CpuTensor, ta: bool, tb: bool) -> Result<CpuTensor> {
-        Ok(kernels::matmul::matmul(&a, &b, ta, tb))
+        timed("matmul", || Ok(kernels::matmul::matmul(&a, &b, ta, tb)))
     }
     fn gather_rows(table: CpuTensor, ids: CpuIds) -> Result<CpuTensor> {
-        kernels::index::gather_rows(&table, &ids)
+        timed("gather_rows", || kernels::index::gather_rows(&table, &ids))
     }
     fn scatter_add_rows(src: CpuTensor, ids: CpuIds, rows: usize) -> Result<CpuTensor> {
-        kernels::index::scatter_add_rows(&src, &ids, rows)
+        timed("scatter_add_rows", || kernels::index::scatter_add_rows(&src, &ids, rows))
     }
     fn softmax(x: CpuTensor) -> Result<CpuTensor> {
-        Ok(kernels::nn::softmax(x))
+        timed("softmax", || Ok(kernels::nn::softmax(x)))
     }
     fn softmax_grad(y: CpuTensor, dy: CpuTensor) -> Result<CpuTensor> {
-        Ok(kernels::nn::softmax_grad(&y, dy))
+        timed("softmax_grad", || Ok(kernels::nn::softmax_grad(&y, dy)))
     }
 }
 
 impl NnOps<Cpu> for Cpu {
     fn layer_norm_fwd(x: CpuTensor, g: CpuTensor, b: CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        Ok(kernels::nn::layer_norm_fwd(&x, &g, Some(&b), eps))
+        timed("layer_norm_fwd", || Ok(kernels::nn::layer_norm_fwd(&x, &g, Some(&b), eps)))
     }
     fn layer_norm_bwd(
         x: CpuTensor,
@@ -197,19 +214,31 @@ impl NnOps<Cpu> for Cpu {
         rstd: CpuTensor,
         dy: CpuTensor,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        let (dx, dg, db) = kernels::nn::layer_norm_bwd(&x, &g, Some(&mean), &rstd, &dy);
-        Ok((dx, dg, db.expect("layer norm has a bias gradient")))
+        timed("layer_norm_bwd", || {
+            let (dx, dg, db) = kernels::nn::layer_norm_bwd(&x, &g, Some(&mean), &rstd, &dy);
+            Ok((dx, dg, db.expect("layer norm has a bias gradient")))
+        })
     }
     fn rms_norm_fwd(x: CpuTensor, g: CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor)> {
-        let (y, _, rstd) = kernels::nn::layer_norm_fwd(&x, &g, None, eps);
-        Ok((y, rstd))
+        timed("rms_norm_fwd", || {
+            let (y, _, rstd) = kernels::nn::layer_norm_fwd(&x, &g, None, eps);
+            Ok((y, rstd))
+        })
     }
     fn rms_norm_bwd(x: CpuTensor, g: CpuTensor, rstd: CpuTensor, dy: CpuTensor) -> Result<(CpuTensor, CpuTensor)> {
-        let (dx, dg, _) = kernels::nn::layer_norm_bwd(&x, &g, None, &rstd, &dy);
-        Ok((dx, dg))
+        timed("rms_norm_bwd", || {
+            let (dx, dg, _) = kernels::nn::layer_norm_bwd(&x, &g, None, &rstd, &dy);
+            Ok((dx, dg))
+        })
     }
-    fn attention_fwd(q: CpuTensor, k: CpuTensor, v: CpuTensor, causal: bool, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        Ok(kernels::attention::forward(&q, &k, &v, causal, scale))
+    fn attention_fwd(
+        q: CpuTensor,
+        k: CpuTensor,
+        v: CpuTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(CpuTensor, CpuTensor)> {
+        timed("attention_fwd", || Ok(kernels::attention::forward(&q, &k, &v, causal, scale)))
     }
     fn attention_bwd(
         q: CpuTensor,
@@ -221,13 +250,32 @@ impl NnOps<Cpu> for Cpu {
         causal: bool,
         scale: f32,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        Ok(kernels::attention::backward(&q, &k, &v, &o, &lse, &dout, causal, scale))
+        timed("attention_bwd", || Ok(kernels::attention::backward(&q, &k, &v, &o, &lse, &dout, causal, scale)))
+    }
+    fn self_attention_fwd(qkv: CpuTensor, causal: bool, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
+        timed("self_attention_fwd", || Ok(kernels::attention::packed_forward(&qkv, causal, scale)))
+    }
+    fn self_attention_bwd(
+        qkv: CpuTensor,
+        o: CpuTensor,
+        lse: CpuTensor,
+        dout: CpuTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Result<CpuTensor> {
+        timed("self_attention_bwd", || Ok(kernels::attention::packed_backward(&qkv, &o, &lse, &dout, causal, scale)))
     }
     fn cross_entropy_fwd(logits: CpuTensor, targets: CpuIds) -> Result<(CpuTensor, CpuTensor)> {
-        kernels::nn::cross_entropy_fwd(&logits, &targets)
+        timed("cross_entropy_fwd", || kernels::nn::cross_entropy_fwd(&logits, &targets))
     }
     fn cross_entropy_bwd(logits: CpuTensor, targets: CpuIds, lse: CpuTensor, dloss: CpuTensor) -> Result<CpuTensor> {
-        kernels::nn::cross_entropy_bwd(logits, &targets, &lse, &dloss)
+        timed("cross_entropy_bwd", || kernels::nn::cross_entropy_bwd(logits, &targets, &lse, &dloss))
+    }
+    fn linear(x: CpuTensor, w: CpuTensor, b: Option<CpuTensor>) -> Result<CpuTensor> {
+        timed("linear", || Ok(kernels::matmul::linear(&x, &w, b.as_ref())))
+    }
+    fn sum_squares(x: CpuTensor) -> Result<CpuTensor> {
+        timed("sum_squares", || Ok(kernels::nn::sum_squares(&x)))
     }
     fn adamw_step(
         p: CpuTensor,
@@ -236,6 +284,28 @@ impl NnOps<Cpu> for Cpu {
         v: CpuTensor,
         h: &AdamWStep,
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
-        Ok(kernels::nn::adamw(p, &g, m, v, h))
+        timed("adamw_step", || Ok(kernels::nn::adamw(p, &g, m, v, h)))
+    }
+}
+
+fn binary_name(op: Binary) -> &'static str {
+    match op {
+        Binary::Add => "binary add",
+        Binary::Sub => "binary sub",
+        Binary::Mul => "binary mul",
+        Binary::Div => "binary div",
+        Binary::Max | Binary::Min => "binary max/min",
+        Binary::Pow => "binary pow",
+        Binary::Gt | Binary::Ge | Binary::Eq => "binary compare",
+    }
+}
+
+fn unary_name(op: Unary) -> &'static str {
+    match op {
+        Unary::Gelu => "unary gelu",
+        Unary::Exp => "unary exp",
+        Unary::Affine { .. } => "unary affine",
+        Unary::Square => "unary square",
+        _ => "unary other",
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! `exp` and `erf` are branch-free polynomial forms so that loops over them vectorise
 //! (libm's versions are scalar calls); their accuracy is stated on each function and
-//! checked against libm in the tests below.
-#[allow(unused_imports)] // float methods come from std, or from libm via num-traits under no_std
-use num_traits::Float;
+//! checked against libm in the tests below. Polynomial coefficients are written with the
+//! digits they were derived with; rounding them to f32 is the compiler's job.
+#![allow(clippy::excessive_precision)]
 use crate::backend::{Binary, Unary};
+#[allow(unused_imports)]
+// float methods come from std, or from libm via num-traits under no_std
+use num_traits::Float;
 
 const LOG2E: f32 = core::f32::consts::LOG2_E;
 /// ln 2 split in a high part exactly representable with few bits and a low correction.
@@ -15,18 +18,23 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 
 /// `e^x` (Cephes `expf` scheme: `x = n·ln2 + g`, degree-6 polynomial for `e^g`).
 /// Relative error ≤ 2 ulp for `x ∈ [−87.3, 88.7]`; 0 below, +∞ above, NaN propagates.
+///
+/// Written without float→int conversions or `floor` (the rounding uses the 1.5·2²³
+/// "magic number" add, the integer part is read from the float's bits), so a loop over it
+/// vectorises on every SIMD level.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low mantissa bits
     let xc = x.clamp(-87.336_55, 88.722_83);
-    let n = (xc * LOG2E + 0.5).floor();
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let g = xc - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_1e-4 * g + 1.398_199_9e-3) * g + 8.333_452e-3) * g + 4.166_579_6e-2) * g
-        + 1.666_666_5e-1)
+    let p = ((((1.987_569_1e-4 * g + 1.398_199_9e-3) * g + 8.333_452e-3) * g + 4.166_579_6e-2) * g + 1.666_666_5e-1)
         * g
         + 5.000_000_1e-1;
     let y = p * g * g + g + 1.0;
     // 2^n as two factors so that n = 128 (x near 88.7) does not overflow the exponent field
-    let ni = n as i32;
     let n1 = ni >> 1;
     let n2 = ni - n1;
     let r = y * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23);
@@ -45,8 +53,15 @@ pub fn exp(x: f32) -> f32 {
 /// arithmetic, ≤ 2·10⁻⁷ in f32), sign restored.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
+    erf_given_exp(x, exp(-x * x))
+}
+
+/// [`erf`] with `e = e^{−x²}` supplied by the caller (GELU's gradient needs that exponential
+/// too, so it is computed once).
+#[inline(always)]
+fn erf_given_exp(x: f32, e: f32) -> f32 {
     const C: [f32; 12] = [
-        1.128379167e+00,
+        core::f32::consts::FRAC_2_SQRT_PI,
         -3.761263890e-01,
         1.128379167e-01,
         -2.686617065e-02,
@@ -72,7 +87,7 @@ pub fn erf(x: f32) -> f32 {
     // tail branch
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t * (0.254_829_6 + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let large = (1.0 - poly * exp(-a * a)).copysign(x);
+    let large = (1.0 - poly * e).copysign(x);
     if a < 1.0 {
         small
     } else if x.is_nan() {
@@ -103,11 +118,12 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// `d gelu/dx = Φ(x) + x·φ(x)`, `φ(x) = e^{−x²/2}/√(2π)`.
+/// `d gelu/dx = Φ(x) + x·φ(x)`, `φ(x) = e^{−x²/2}/√(2π)` (one exponential shared by both terms).
 #[inline(always)]
 pub fn gelu_grad(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2));
-    cdf + x * INV_SQRT_2PI * exp(-0.5 * x * x)
+    let e = exp(-0.5 * x * x);
+    let cdf = 0.5 * (1.0 + erf_given_exp(x * core::f32::consts::FRAC_1_SQRT_2, e));
+    cdf + x * INV_SQRT_2PI * e
 }
 
 /// `y = f(x)` for a [`Unary`] op.
@@ -126,9 +142,7 @@ pub fn unary(op: Unary, x: f32) -> f32 {
         Unary::Sigmoid => sigmoid(x),
         Unary::Erf => erf(x),
         Unary::Relu => {
-            if x > 0.0 {
-                x
-            } else if x.is_nan() {
+            if x > 0.0 || x.is_nan() {
                 x
             } else {
                 0.0
@@ -140,7 +154,7 @@ pub fn unary(op: Unary, x: f32) -> f32 {
             // max(x,0) + ln(1 + e^{−|x|}): no overflow for large x
             x.max(0.0) + libm::log1pf(exp(-x.abs()))
         }
-        Unary::Sin => libm::cosf(x),
+        Unary::Sin => libm::sinf(x),
         Unary::Cos => libm::cosf(x),
         Unary::Affine { mul, add } => mul * x + add,
         Unary::Powf(p) => libm::powf(x, p),

@@ -143,8 +143,7 @@ impl<B: Backend> AdamW<B> {
         model.visit_mut("", &mut |_, p| gs.push(grads.remove(p)));
         let mut sq = 0.0f64;
         for g in gs.iter().flatten() {
-            let s = g.square()?.sum_all()?.to_scalar()? as f64;
-            sq += s;
+            sq += Tensor::<B>::from_prim(B::sum_squares(g.prim().clone())?).to_scalar()? as f64;
         }
         let norm = libm::sqrt(sq);
         if !norm.is_finite() {
@@ -158,8 +157,8 @@ impl<B: Backend> AdamW<B> {
         self.step += 1;
         let t = self.step;
         let cfg = self.cfg.clone();
-        let with_decay = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, t);
-        let no_decay = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, 0.0, t);
+        let with_decay = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, t).with_grad_scale(clip);
+        let no_decay = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, 0.0, t).with_grad_scale(clip);
         let mut err = None;
         let mut updated = 0;
         let mut i = 0;
@@ -167,10 +166,14 @@ impl<B: Backend> AdamW<B> {
         model.visit_mut("", &mut |name, p| {
             let g = gs[i].take();
             i += 1;
-            let (Some(g), None) = (g, err.as_ref()) else { return };
+            let (Some(g), None) = (g, err.as_ref()) else {
+                return;
+            };
             let r = (|| -> Result<()> {
-                let g = if clip != 1.0 { g.mul_scalar(clip)? } else { g };
-                let pi: Tensor<B> = p.inner();
+                // move the parameter out (an empty placeholder stands in) so that its buffer is
+                // uniquely owned and the backend can update it in place
+                let placeholder = Tensor::<AB>::from_inner(Tensor::<B>::zeros(&[0], &p.inner().device())?);
+                let pi: Tensor<B> = core::mem::replace(p, placeholder).into_inner();
                 let (m, v) = match state.remove(name) {
                     Some(mv) => mv,
                     None => (Tensor::zeros(pi.shape(), &pi.device())?, Tensor::zeros(pi.shape(), &pi.device())?),

@@ -154,9 +154,16 @@ impl Checkpoint {
         let mut off = 0usize;
         for t in &self.tensors {
             if t.data.len() != shape::numel(&t.shape) {
-                return Err(Error::InvalidArgument(format!("tensor {} data does not match shape {:?}", t.name, t.shape)));
+                return Err(Error::InvalidArgument(format!(
+                    "tensor {} data does not match shape {:?}",
+                    t.name, t.shape
+                )));
             }
-            entries.push(TensorEntry { name: t.name.clone(), shape: t.shape.iter().map(|&d| d as u64).collect(), offset: off as u64 });
+            entries.push(TensorEntry {
+                name: t.name.clone(),
+                shape: t.shape.iter().map(|&d| d as u64).collect(),
+                offset: off as u64,
+            });
             off = align_up(off + t.data.len() * 4);
         }
         let header = Header {
@@ -205,7 +212,9 @@ impl Checkpoint {
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
         if version != FORMAT_VERSION {
-            return Err(corrupt(format!("format version {version} is not supported (this build reads {FORMAT_VERSION})")));
+            return Err(corrupt(format!(
+                "format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            )));
         }
         let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
         let stored = u32::from_le_bytes(crc_bytes.try_into().unwrap());
@@ -242,9 +251,12 @@ impl Checkpoint {
             let shape: Vec<usize> = e
                 .shape
                 .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| corrupt(format!("tensor {} has a dimension too large", e.name))))
+                .map(|&d| {
+                    usize::try_from(d).map_err(|_| corrupt(format!("tensor {} has a dimension too large", e.name)))
+                })
                 .collect::<Result<_>>()?;
-            let n = shape::checked_numel(&shape).map_err(|_| corrupt(format!("tensor {} shape {shape:?} is too large", e.name)))?;
+            let n = shape::checked_numel(&shape)
+                .map_err(|_| corrupt(format!("tensor {} shape {shape:?} is too large", e.name)))?;
             let off = usize::try_from(e.offset).map_err(|_| corrupt("offset too large"))?;
             if off != expected_off {
                 return Err(corrupt(format!("tensor {} starts at {off}, expected {expected_off}", e.name)));

@@ -288,10 +288,8 @@ impl<B: Backend> Tensor<B> {
                 check_finite("affine", add)?;
             }
             Unary::Powf(p) => check_finite("powf", p)?,
-            Unary::Clamp { min, max } => {
-                if min.is_nan() || max.is_nan() || min > max {
-                    return Err(Error::InvalidArgument(alloc::format!("clamp bounds [{min}, {max}]")));
-                }
+            Unary::Clamp { min, max } if min.is_nan() || max.is_nan() || min > max => {
+                return Err(Error::InvalidArgument(alloc::format!("clamp bounds [{min}, {max}]")));
             }
             _ => {}
         }
@@ -455,6 +453,20 @@ impl<B: Backend> Tensor<B> {
         Ok(Self::from_prim(B::matmul(self.prim.clone(), other.prim.clone(), ta, tb)?))
     }
 
+    /// Linear layer `x·wᵀ + b`: `self: [..., in]`, `w: [out, in]`, `b: [out]`.
+    pub fn linear(&self, w: &Self, b: Option<&Self>) -> Result<Self> {
+        let (xs, ws) = (self.shape(), w.shape());
+        if ws.len() != 2 || xs.last() != Some(&ws[1]) {
+            return Err(shape_err!("linear", "input {xs:?} does not fit weight {ws:?} ([out, in])"));
+        }
+        if let Some(b) = b {
+            if b.shape() != [ws[0]] {
+                return Err(shape_err!("linear", "bias {:?} does not fit weight {ws:?}", b.shape()));
+            }
+        }
+        Ok(Self::from_prim(B::linear(self.prim.clone(), w.prim.clone(), b.map(|b| b.prim.clone()))?))
+    }
+
     // ---- indexing ------------------------------------------------------------------------
 
     /// Row gather: `self: [V, D]` (an embedding table), `ids: [*]`, output `[*, D]`.
@@ -539,6 +551,19 @@ impl<B: Backend> Tensor<B> {
         }
         check_finite("attention scale", scale)?;
         let (o, _) = B::attention_fwd(q.prim.clone(), k.prim.clone(), v.prim.clone(), causal, scale)?;
+        Ok(Self::from_prim(o))
+    }
+
+    /// Self-attention on a packed projection `qkv: [B, S, 3, H, Dh]` (q, k, v of each head
+    /// as produced by one `[3·H·Dh, d]` linear layer); returns `[B, S, H, Dh]`. Equivalent to
+    /// [`Tensor::attention`] per head, without splitting or permuting copies.
+    pub fn self_attention(qkv: &Self, causal: bool, scale: f32) -> Result<Self> {
+        let s = qkv.shape();
+        if s.len() != 5 || s[2] != 3 || s[1] == 0 {
+            return Err(shape_err!("self_attention", "qkv must be [batch, seq, 3, heads, head_dim], got {s:?}"));
+        }
+        check_finite("self_attention scale", scale)?;
+        let (o, _) = B::self_attention_fwd(qkv.prim.clone(), causal, scale)?;
         Ok(Self::from_prim(o))
     }
 

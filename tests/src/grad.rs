@@ -39,6 +39,8 @@ pub enum GradOp {
     RmsNorm,
     Attention(bool, f32),
     CrossEntropy(Vec<u32>),
+    Linear(bool),
+    SelfAttention(bool, f32),
 }
 
 /// One gradient check: an op and its inputs.
@@ -71,6 +73,8 @@ pub fn apply<B: Backend>(op: &GradOp, x: &[Tensor<B>]) -> Result<Tensor<B>> {
         GradOp::RmsNorm => x[0].rms_norm(&x[1], 1e-5),
         GradOp::Attention(c, s) => Tensor::attention(&x[0], &x[1], &x[2], *c, *s),
         GradOp::CrossEntropy(t) => x[0].cross_entropy(&Ids::from_u32(t, &[t.len()], &dev)?),
+        GradOp::Linear(bias) => x[0].linear(&x[1], if *bias { Some(&x[2]) } else { None }),
+        GradOp::SelfAttention(c, s) => Tensor::self_attention(&x[0], *c, *s),
     }
 }
 
@@ -154,10 +158,13 @@ fn small_shape() -> impl Strategy<Value = Vec<usize>> {
 pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
     use Unary::*;
     let smooth = proptest::sample::select(vec![Neg, Exp, Square, Tanh, Sigmoid, Erf, Gelu, Silu, Softplus, Sin, Cos]);
-    let unary_smooth = (smooth, small_shape())
-        .prop_flat_map(|(u, s)| arb_h(s, -2.0, 2.0).prop_map(move |x| GradCase { op: GradOp::Unary(u), inputs: vec![x] }));
+    let unary_smooth = (smooth, small_shape()).prop_flat_map(|(u, s)| {
+        arb_h(s, -2.0, 2.0).prop_map(move |x| GradCase { op: GradOp::Unary(u), inputs: vec![x] })
+    });
     let unary_pos = (proptest::sample::select(vec![Log, Sqrt, Rsqrt, Recip, Powf(1.7), Powf(-0.5)]), small_shape())
-        .prop_flat_map(|(u, s)| arb_h(s, 0.5, 2.5).prop_map(move |x| GradCase { op: GradOp::Unary(u), inputs: vec![x] }));
+        .prop_flat_map(|(u, s)| {
+            arb_h(s, 0.5, 2.5).prop_map(move |x| GradCase { op: GradOp::Unary(u), inputs: vec![x] })
+        });
     let unary_kinked = (proptest::sample::select(vec![0usize, 1, 2]), small_shape()).prop_flat_map(|(k, s)| {
         let (op, kinks): (Unary, &'static [f32]) = match k {
             0 => (Relu, &[0.0]),
@@ -167,7 +174,8 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
         away(-2.0, 2.0, kinks, 0.05, s).prop_map(move |x| GradCase { op: GradOp::Unary(op), inputs: vec![x] })
     });
     let affine = small_shape().prop_flat_map(|s| {
-        arb_h(s, -2.0, 2.0).prop_map(|x| GradCase { op: GradOp::Unary(Affine { mul: -1.3, add: 0.4 }), inputs: vec![x] })
+        arb_h(s, -2.0, 2.0)
+            .prop_map(|x| GradCase { op: GradOp::Unary(Affine { mul: -1.3, add: 0.4 }), inputs: vec![x] })
     });
     let binary = (
         proptest::sample::select(vec![Binary::Add, Binary::Sub, Binary::Mul, Binary::Div, Binary::Pow]),
@@ -180,7 +188,10 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
                 .prop_map(move |(a, b)| GradCase { op: GradOp::Binary(op), inputs: vec![a, b] })
         });
     let maxmin = (proptest::sample::select(vec![Binary::Max, Binary::Min]), small_shape()).prop_flat_map(|(op, s)| {
-        (arb_h(s.clone(), -2.0, 2.0), proptest::collection::vec(prop_oneof![-1.0f32..-0.1, 0.1f32..1.0], s.iter().product::<usize>()))
+        (
+            arb_h(s.clone(), -2.0, 2.0),
+            proptest::collection::vec(prop_oneof![-1.0f32..-0.1, 0.1f32..1.0], s.iter().product::<usize>()),
+        )
             .prop_map(move |(a, d)| {
                 let b = H::new(&a.shape, a.data.iter().zip(&d).map(|(x, y)| x + y).collect());
                 GradCase { op: GradOp::Binary(op), inputs: vec![a, b] }
@@ -191,15 +202,20 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
             let rank = s.len();
             (distinct(s), 0..rank).prop_map(move |(x, a)| GradCase { op: GradOp::Reduce(r, a), inputs: vec![x] })
         });
-    let matmul = (1usize..=4, 1usize..=4, 1usize..=4, 0usize..=2, 0usize..3, any::<bool>(), any::<bool>()).prop_flat_map(
-        |(m, k, n, batch, mode, ta, tb)| {
+    let matmul = (1usize..=4, 1usize..=4, 1usize..=4, 0usize..=2, 0usize..3, any::<bool>(), any::<bool>())
+        .prop_flat_map(|(m, k, n, batch, mode, ta, tb)| {
             let a2 = if ta { vec![k, m] } else { vec![m, k] };
             let b2 = if tb { vec![n, k] } else { vec![k, n] };
-            let wrap = |v: Vec<usize>, on: bool| if on && batch > 0 { [vec![batch], v].concat() } else { v };
+            let wrap = |v: Vec<usize>, on: bool| {
+                if on && batch > 0 {
+                    [vec![batch], v].concat()
+                } else {
+                    v
+                }
+            };
             (arb_h(wrap(a2, mode != 2), -1.5, 1.5), arb_h(wrap(b2, mode != 1), -1.5, 1.5))
                 .prop_map(move |(a, b)| GradCase { op: GradOp::Matmul(ta, tb), inputs: vec![a, b] })
-        },
-    );
+        });
     let layout = small_shape().prop_flat_map(|s| {
         let r = s.len();
         let n: usize = s.iter().product();
@@ -238,26 +254,54 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
     });
     let nn = (small_shape(), 0usize..3).prop_flat_map(|(s, which)| {
         let d = *s.last().unwrap();
-        (arb_h(s, -2.0, 2.0), arb_h(vec![d], 0.5, 1.5), arb_h(vec![d], -0.5, 0.5)).prop_map(move |(x, g, b)| match which {
-            0 => GradCase { op: GradOp::Softmax, inputs: vec![x] },
-            1 => GradCase { op: GradOp::LayerNorm, inputs: vec![x, g, b] },
-            _ => GradCase { op: GradOp::RmsNorm, inputs: vec![x, g] },
+        (arb_h(s, -2.0, 2.0), arb_h(vec![d], 0.5, 1.5), arb_h(vec![d], -0.5, 0.5)).prop_map(move |(mut x, g, b)| {
+            if which == 0 {
+                return GradCase { op: GradOp::Softmax, inputs: vec![x] };
+            }
+            // normalisation is smooth only on the scale of the row's spread: keep every
+            // row spread well above the difference step (alternating ±0.7 offsets)
+            x.data.iter_mut().enumerate().for_each(|(i, v)| *v += if i % 2 == 0 { 0.7 } else { -0.7 });
+            if which == 1 {
+                GradCase { op: GradOp::LayerNorm, inputs: vec![x, g, b] }
+            } else {
+                GradCase { op: GradOp::RmsNorm, inputs: vec![x, g] }
+            }
         })
     });
     // LayerNorm over a single element is constant (x − μ = 0): keep d ≥ 2 so it is a real test
     let nn = nn.prop_filter("norm width >= 2", |c| {
         !matches!(c.op, GradOp::LayerNorm | GradOp::RmsNorm) || *c.inputs[0].shape.last().unwrap() >= 2
     });
-    let attn = (1usize..=2, 1usize..=5, 0usize..=2, 1usize..=4, any::<bool>()).prop_flat_map(|(h, sq, extra, d, causal)| {
-        let sk = sq + extra;
-        (arb_h(vec![h, sq, d], -1.0, 1.0), arb_h(vec![h, sk, d], -1.0, 1.0), arb_h(vec![h, sk, d], -1.0, 1.0))
-            .prop_map(move |(q, k, v)| GradCase { op: GradOp::Attention(causal, 0.7), inputs: vec![q, k, v] })
-    });
+    let attn =
+        (1usize..=2, 1usize..=5, 0usize..=2, 1usize..=4, any::<bool>()).prop_flat_map(|(h, sq, extra, d, causal)| {
+            let sk = sq + extra;
+            (arb_h(vec![h, sq, d], -1.0, 1.0), arb_h(vec![h, sk, d], -1.0, 1.0), arb_h(vec![h, sk, d], -1.0, 1.0))
+                .prop_map(move |(q, k, v)| GradCase { op: GradOp::Attention(causal, 0.7), inputs: vec![q, k, v] })
+        });
     let ce = (1usize..=5, 2usize..=7).prop_flat_map(|(n, v)| {
         (arb_h(vec![n, v], -2.0, 2.0), proptest::collection::vec(0..v as u32, n))
             .prop_map(|(x, t)| GradCase { op: GradOp::CrossEntropy(t), inputs: vec![x] })
     });
+    let linear = (proptest::collection::vec(1usize..=3, 0..=2), 1usize..=4, 1usize..=4, any::<bool>()).prop_flat_map(
+        |(lead, din, dout, bias)| {
+            let mut xs = lead;
+            xs.push(din);
+            (arb_h(xs, -1.5, 1.5), arb_h(vec![dout, din], -1.0, 1.0), arb_h(vec![dout], -0.5, 0.5)).prop_map(
+                move |(x, w, b)| {
+                    let inputs = if bias { vec![x, w, b] } else { vec![x, w] };
+                    GradCase { op: GradOp::Linear(bias), inputs }
+                },
+            )
+        },
+    );
+    let self_attn =
+        (1usize..=2, 1usize..=5, 1usize..=2, 1usize..=3, any::<bool>()).prop_flat_map(|(b, s, h, dh, causal)| {
+            arb_h(vec![b, s, 3, h, dh], -1.0, 1.0)
+                .prop_map(move |qkv| GradCase { op: GradOp::SelfAttention(causal, 0.8), inputs: vec![qkv] })
+        });
     prop_oneof![
+        2 => linear,
+        2 => self_attn,
         3 => unary_smooth,
         2 => unary_pos,
         2 => unary_kinked,

@@ -1,7 +1,6 @@
 //! Naive host implementations (index arithmetic, f64 accumulation) that pin the CPU
 //! reference backend. Deliberately simple: no blocking, no threads, no fast paths.
 use protocell_core::backend::{Binary, Reduce, Unary};
-use protocell_core::math;
 use protocell_core::shape::{broadcast_shapes, numel, strides};
 
 /// A host tensor.
@@ -42,9 +41,51 @@ fn bcast_index(out_idx: &[usize], shape: &[usize]) -> usize {
     ravel(&idx, shape)
 }
 
-/// `f(x)` elementwise.
+/// `f(x)` in f64 from std/libm, independent of `protocell_core::math`.
+pub fn unary_f64(op: Unary, x: f64) -> f64 {
+    match op {
+        Unary::Neg => -x,
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Rsqrt => 1.0 / x.sqrt(),
+        Unary::Recip => 1.0 / x,
+        Unary::Abs => x.abs(),
+        Unary::Square => x * x,
+        Unary::Tanh => x.tanh(),
+        Unary::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        Unary::Erf => libm::erf(x),
+        Unary::Relu => x.max(0.0),
+        Unary::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Unary::Silu => x / (1.0 + (-x).exp()),
+        Unary::Softplus => x.max(0.0) + (-x.abs()).exp().ln_1p(),
+        Unary::Sin => x.sin(),
+        Unary::Cos => x.cos(),
+        Unary::Affine { mul, add } => mul as f64 * x + add as f64,
+        Unary::Powf(p) => x.powf(p as f64),
+        Unary::Clamp { min, max } => x.clamp(min as f64, max as f64),
+    }
+}
+
+/// `f(x)` elementwise (computed in f64).
 pub fn unary(op: Unary, x: &H) -> H {
-    H::new(&x.shape, x.data.iter().map(|&v| math::unary(op, v)).collect())
+    H::new(&x.shape, x.data.iter().map(|&v| unary_f64(op, v as f64) as f32).collect())
+}
+
+/// `op(a, b)` in f64.
+pub fn binary_f64(op: Binary, a: f64, b: f64) -> f64 {
+    match op {
+        Binary::Add => a + b,
+        Binary::Sub => a - b,
+        Binary::Mul => a * b,
+        Binary::Div => a / b,
+        Binary::Max => a.max(b),
+        Binary::Min => a.min(b),
+        Binary::Pow => a.powf(b),
+        Binary::Gt => (a > b) as u8 as f64,
+        Binary::Ge => (a >= b) as u8 as f64,
+        Binary::Eq => (a == b) as u8 as f64,
+    }
 }
 
 /// `op(a, b)` with broadcasting.
@@ -53,7 +94,8 @@ pub fn binary(op: Binary, a: &H, b: &H) -> H {
     let data = (0..numel(&out))
         .map(|i| {
             let idx = unravel(i, &out);
-            math::binary(op, a.data[bcast_index(&idx, &a.shape)], b.data[bcast_index(&idx, &b.shape)])
+            binary_f64(op, a.data[bcast_index(&idx, &a.shape)] as f64, b.data[bcast_index(&idx, &b.shape)] as f64)
+                as f32
         })
         .collect();
     H::new(&out, data)
@@ -253,7 +295,9 @@ pub fn attention(q: &H, k: &H, v: &H, causal: bool, scale: f32) -> H {
             let vis = if causal { (i + sk - sq + 1).min(sk) } else { sk };
             let s: Vec<f64> = (0..vis)
                 .map(|j| {
-                    (0..d).map(|p| q.data[(b * sq + i) * d + p] as f64 * k.data[(b * sk + j) * d + p] as f64).sum::<f64>()
+                    (0..d)
+                        .map(|p| q.data[(b * sq + i) * d + p] as f64 * k.data[(b * sk + j) * d + p] as f64)
+                        .sum::<f64>()
                         * scale as f64
                 })
                 .collect();
@@ -281,4 +325,47 @@ pub fn cross_entropy(logits: &H, targets: &[u32]) -> f32 {
         total += lse - row[targets[i] as usize] as f64;
     }
     (total / targets.len() as f64) as f32
+}
+
+/// `x·wᵀ + b`.
+pub fn linear(x: &H, w: &H, b: Option<&H>) -> H {
+    let (out_f, in_f) = (w.shape[0], w.shape[1]);
+    let rows = x.data.len() / in_f;
+    let mut y = Vec::with_capacity(rows * out_f);
+    for r in 0..rows {
+        for o in 0..out_f {
+            let mut s: f64 = b.map_or(0.0, |b| b.data[o] as f64);
+            for i in 0..in_f {
+                s += x.data[r * in_f + i] as f64 * w.data[o * in_f + i] as f64;
+            }
+            y.push(s as f32);
+        }
+    }
+    let mut shape = x.shape.clone();
+    *shape.last_mut().unwrap() = out_f;
+    H::new(&shape, y)
+}
+
+/// Packed self-attention `[B, S, 3, H, Dh] → [B, S, H, Dh]`, one head at a time.
+pub fn self_attention(qkv: &H, causal: bool, scale: f32) -> H {
+    let (b, s, h, dh) = (qkv.shape[0], qkv.shape[1], qkv.shape[3], qkv.shape[4]);
+    let mut out = vec![0f32; b * s * h * dh];
+    for bi in 0..b {
+        for hi in 0..h {
+            let part = |p: usize| {
+                let mut d = Vec::with_capacity(s * dh);
+                for t in 0..s {
+                    let at = (((bi * s + t) * 3 + p) * h + hi) * dh;
+                    d.extend_from_slice(&qkv.data[at..at + dh]);
+                }
+                H::new(&[s, dh], d)
+            };
+            let o = attention(&part(0), &part(1), &part(2), causal, scale);
+            for t in 0..s {
+                let at = ((bi * s + t) * h + hi) * dh;
+                out[at..at + dh].copy_from_slice(&o.data[t * dh..(t + 1) * dh]);
+            }
+        }
+    }
+    H::new(&[b, s, h, dh], out)
 }

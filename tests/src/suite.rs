@@ -34,6 +34,10 @@ pub enum OpCase {
     CrossEntropy { logits: H, targets: Vec<u32> },
     CrossEntropyBwd { logits: H, targets: Vec<u32>, g: f32 },
     AdamW { p: H, g: H, m: H, v: H, h: AdamWStepCase },
+    Linear { x: H, w: H, b: Option<H> },
+    SelfAttention { qkv: H, causal: bool, scale: f32 },
+    SelfAttentionBwd { qkv: H, dout: H, causal: bool, scale: f32 },
+    SumSquares { x: H },
     Random { dist: Dist, seed: u64, offset: u64, shape: Vec<usize> },
 }
 
@@ -44,11 +48,12 @@ pub struct AdamWStepCase {
     pub lr: f64,
     pub wd: f64,
     pub t: u64,
+    pub grad_scale: f32,
 }
 
 impl AdamWStepCase {
     fn step(&self) -> AdamWStep {
-        AdamWStep::new(self.lr, 0.9, 0.999, 1e-8, self.wd, self.t)
+        AdamWStep::new(self.lr, 0.9, 0.999, 1e-8, self.wd, self.t).with_grad_scale(self.grad_scale)
     }
 }
 
@@ -68,6 +73,10 @@ impl OpCase {
                 | OpCase::CrossEntropyBwd { .. }
                 | OpCase::AdamW { .. }
                 | OpCase::Pad { .. }
+                | OpCase::Linear { .. }
+                | OpCase::SelfAttention { .. }
+                | OpCase::SelfAttentionBwd { .. }
+                | OpCase::SumSquares { .. }
         )
     }
 }
@@ -109,7 +118,9 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
         OpCase::Matmul { a, b, ta, tb } => vec![B::matmul(u(a)?, u(b)?, *ta, *tb)?],
         OpCase::Permute { x, axes } => vec![B::permute(u(x)?, axes)?],
         OpCase::Narrow { x, axis, start, len } => vec![B::narrow(u(x)?, *axis, *start, *len)?],
-        OpCase::Concat { xs, axis } => vec![B::concat(xs.iter().map(u).collect::<Result<_>>()?, *axis)?],
+        OpCase::Concat { xs, axis } => {
+            vec![B::concat(xs.iter().map(u).collect::<Result<_>>()?, *axis)?]
+        }
         OpCase::Expand { x, to } => vec![B::expand(u(x)?, to)?],
         OpCase::Pad { x, axis, before, after } => {
             if c {
@@ -118,7 +129,9 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
                 vec![B::pad(u(x)?, *axis, *before, *after)?]
             }
         }
-        OpCase::Gather { table, ids, ids_shape } => vec![B::gather_rows(u(table)?, B::ids_from_u32(ids, ids_shape, dev)?)?],
+        OpCase::Gather { table, ids, ids_shape } => {
+            vec![B::gather_rows(u(table)?, B::ids_from_u32(ids, ids_shape, dev)?)?]
+        }
         OpCase::Scatter { src, ids, rows } => {
             vec![B::scatter_add_rows(u(src)?, B::ids_from_u32(ids, &[ids.len()], dev)?, *rows)?]
         }
@@ -137,7 +150,8 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
                 vec![y, m, r]
             }
             None => {
-                let (y, r) = if c { be::rms_norm_fwd::<B>(u(x)?, u(g)?, *eps)? } else { B::rms_norm_fwd(u(x)?, u(g)?, *eps)? };
+                let (y, r) =
+                    if c { be::rms_norm_fwd::<B>(u(x)?, u(g)?, *eps)? } else { B::rms_norm_fwd(u(x)?, u(g)?, *eps)? };
                 vec![y, r]
             }
         },
@@ -153,8 +167,11 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
             }
             None => {
                 let (_, r) = B::rms_norm_fwd(u(x)?, u(g)?, *eps)?;
-                let (dx, dg) =
-                    if c { be::rms_norm_bwd::<B>(u(x)?, u(g)?, r, u(dy)?)? } else { B::rms_norm_bwd(u(x)?, u(g)?, r, u(dy)?)? };
+                let (dx, dg) = if c {
+                    be::rms_norm_bwd::<B>(u(x)?, u(g)?, r, u(dy)?)?
+                } else {
+                    B::rms_norm_bwd(u(x)?, u(g)?, r, u(dy)?)?
+                };
                 vec![dx, dg]
             }
         },
@@ -177,7 +194,8 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
         }
         OpCase::CrossEntropy { logits, targets } => {
             let ids = B::ids_from_u32(targets, &[targets.len()], dev)?;
-            let (l, lse) = if c { be::cross_entropy_fwd::<B>(u(logits)?, ids)? } else { B::cross_entropy_fwd(u(logits)?, ids)? };
+            let (l, lse) =
+                if c { be::cross_entropy_fwd::<B>(u(logits)?, ids)? } else { B::cross_entropy_fwd(u(logits)?, ids)? };
             vec![l, lse]
         }
         OpCase::CrossEntropyBwd { logits, targets, g } => {
@@ -199,7 +217,30 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
             };
             vec![p, m, v]
         }
-        OpCase::Random { dist, seed, offset, shape } => vec![B::random(*dist, RngKey { seed: *seed, offset: *offset }, shape, dev)?],
+        OpCase::Linear { x, w, b } => {
+            let b = b.as_ref().map(u).transpose()?;
+            vec![if c { be::linear::<B>(u(x)?, u(w)?, b)? } else { B::linear(u(x)?, u(w)?, b)? }]
+        }
+        OpCase::SelfAttention { qkv, causal, scale } => {
+            let (o, l) = if c {
+                be::self_attention_fwd::<B>(u(qkv)?, *causal, *scale)?
+            } else {
+                B::self_attention_fwd(u(qkv)?, *causal, *scale)?
+            };
+            vec![o, l]
+        }
+        OpCase::SelfAttentionBwd { qkv, dout, causal, scale } => {
+            let (o, l) = B::self_attention_fwd(u(qkv)?, *causal, *scale)?;
+            vec![if c {
+                be::self_attention_bwd::<B>(u(qkv)?, o, l, u(dout)?, *causal, *scale)?
+            } else {
+                B::self_attention_bwd(u(qkv)?, o, l, u(dout)?, *causal, *scale)?
+            }]
+        }
+        OpCase::SumSquares { x } => vec![if c { be::sum_squares::<B>(u(x)?)? } else { B::sum_squares(u(x)?)? }],
+        OpCase::Random { dist, seed, offset, shape } => {
+            vec![B::random(*dist, RngKey { seed: *seed, offset: *offset }, shape, dev)?]
+        }
     };
     out.into_iter().map(down::<B>).collect()
 }
@@ -221,7 +262,9 @@ pub fn run_naive(case: &OpCase) -> Option<Vec<H>> {
         OpCase::Softmax { x } => vec![naive::softmax(x)],
         OpCase::Norm { x, g, b, eps } => vec![naive::norm(x, &g.data, b.as_ref().map(|b| b.data.as_slice()), *eps)],
         OpCase::Attention { q, k, v, causal, scale } => vec![naive::attention(q, k, v, *causal, *scale)],
-        OpCase::CrossEntropy { logits, targets } => vec![H::new(&[], vec![naive::cross_entropy(logits, targets)])],
+        OpCase::CrossEntropy { logits, targets } => {
+            vec![H::new(&[], vec![naive::cross_entropy(logits, targets)])]
+        }
         _ => return None,
     })
 }
@@ -256,7 +299,9 @@ pub fn check_fused<B: Backend>(case: &OpCase, dev: &B::Device, tol: Tol) -> std:
 
 /// The CPU backend against the naive host loops on one case (skips cases without one).
 pub fn check_cpu_vs_naive(case: &OpCase, tol: Tol) -> std::result::Result<(), String> {
-    let Some(want) = run_naive(case) else { return Ok(()) };
+    let Some(want) = run_naive(case) else {
+        return Ok(());
+    };
     let got = run::<Cpu>(case, &CpuDevice, Path::Native).map_err(|e| e.to_string())?;
     compare("cpu vs naive", &got, &want, tol)
 }
@@ -306,7 +351,8 @@ pub fn arb_unary_op() -> impl Strategy<Value = (Unary, f32, f32)> {
 }
 
 fn arb_unary() -> impl Strategy<Value = OpCase> {
-    (arb_unary_op(), arb_shape()).prop_flat_map(|((op, lo, hi), s)| arb_h(s, lo, hi).prop_map(move |x| OpCase::Unary { op, x }))
+    (arb_unary_op(), arb_shape())
+        .prop_flat_map(|((op, lo, hi), s)| arb_h(s, lo, hi).prop_map(move |x| OpCase::Unary { op, x }))
 }
 
 fn arb_unary_grad() -> impl Strategy<Value = OpCase> {
@@ -317,24 +363,25 @@ fn arb_unary_grad() -> impl Strategy<Value = OpCase> {
 
 /// A shape and a second shape broadcast-compatible with it (dims dropped or set to 1).
 pub fn arb_bcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    arb_shape().prop_flat_map(|a| {
-        let r = a.len();
-        (Just(a), 0..=r, proptest::collection::vec(any::<bool>(), r), any::<bool>())
-    })
-    .prop_map(|(a, drop, ones, swap)| {
-        let mut b: Vec<usize> = a[drop.min(a.len() - 1)..].to_vec();
-        let off = a.len() - b.len();
-        for (i, d) in b.iter_mut().enumerate() {
-            if ones[i + off] {
-                *d = 1;
+    arb_shape()
+        .prop_flat_map(|a| {
+            let r = a.len();
+            (Just(a), 0..=r, proptest::collection::vec(any::<bool>(), r), any::<bool>())
+        })
+        .prop_map(|(a, drop, ones, swap)| {
+            let mut b: Vec<usize> = a[drop.min(a.len() - 1)..].to_vec();
+            let off = a.len() - b.len();
+            for (i, d) in b.iter_mut().enumerate() {
+                if ones[i + off] {
+                    *d = 1;
+                }
             }
-        }
-        if swap {
-            (b, a)
-        } else {
-            (a, b)
-        }
-    })
+            if swap {
+                (b, a)
+            } else {
+                (a, b)
+            }
+        })
 }
 
 const BINARY_OPS: [Binary; 9] =
@@ -395,8 +442,12 @@ fn arb_layout() -> impl Strategy<Value = OpCase> {
         (Just(s.clone()), 0..r).prop_flat_map(|(s, axis)| {
             let d = s[axis];
             (arb_h(s, -1.0, 1.0), Just(axis), 0..d).prop_flat_map(move |(x, axis, start)| {
-                (Just(x), Just(axis), Just(start), 1..=d - start)
-                    .prop_map(|(x, axis, start, len)| OpCase::Narrow { x, axis, start, len })
+                (Just(x), Just(axis), Just(start), 1..=d - start).prop_map(|(x, axis, start, len)| OpCase::Narrow {
+                    x,
+                    axis,
+                    start,
+                    len,
+                })
             })
         })
     });
@@ -420,18 +471,23 @@ fn arb_layout() -> impl Strategy<Value = OpCase> {
     });
     let pad = arb_shape().prop_flat_map(|s| {
         let r = s.len();
-        (arb_h(s, -1.0, 1.0), 0..r, 0usize..3, 0usize..3)
-            .prop_map(|(x, axis, before, after)| OpCase::Pad { x, axis, before, after })
+        (arb_h(s, -1.0, 1.0), 0..r, 0usize..3, 0usize..3).prop_map(|(x, axis, before, after)| OpCase::Pad {
+            x,
+            axis,
+            before,
+            after,
+        })
     });
     prop_oneof![permute, narrow, concat, expand, pad]
 }
 
 fn arb_index() -> impl Strategy<Value = OpCase> {
-    let gather = (1usize..=7, 1usize..=6, proptest::collection::vec(1usize..=4, 1..=2)).prop_flat_map(|(rows, d, ids_shape)| {
-        let n: usize = ids_shape.iter().product();
-        (arb_h(vec![rows, d], -1.0, 1.0), proptest::collection::vec(0..rows as u32, n), Just(ids_shape))
-            .prop_map(|(table, ids, ids_shape)| OpCase::Gather { table, ids, ids_shape })
-    });
+    let gather =
+        (1usize..=7, 1usize..=6, proptest::collection::vec(1usize..=4, 1..=2)).prop_flat_map(|(rows, d, ids_shape)| {
+            let n: usize = ids_shape.iter().product();
+            (arb_h(vec![rows, d], -1.0, 1.0), proptest::collection::vec(0..rows as u32, n), Just(ids_shape))
+                .prop_map(|(table, ids, ids_shape)| OpCase::Gather { table, ids, ids_shape })
+        });
     let scatter = (1usize..=7, 1usize..=6, 1usize..=12).prop_flat_map(|(rows, d, n)| {
         (arb_h(vec![n, d], -1.0, 1.0), proptest::collection::vec(0..rows as u32, n), Just(rows))
             .prop_map(|(src, ids, rows)| OpCase::Scatter { src, ids, rows })
@@ -489,9 +545,38 @@ fn arb_nn() -> impl Strategy<Value = OpCase> {
     });
     let adamw = (arb_shape(), 1u64..50, 0.0f64..0.2).prop_flat_map(|(s, t, wd)| {
         (arb_h(s.clone(), -1.0, 1.0), arb_h(s.clone(), -1.0, 1.0), arb_h(s.clone(), -0.1, 0.1), arb_h(s, 0.0, 0.01))
-            .prop_map(move |(p, g, m, v)| OpCase::AdamW { p, g, m, v, h: AdamWStepCase { lr: 1e-3, wd, t } })
+            .prop_map(move |(p, g, m, v)| OpCase::AdamW {
+                p,
+                g,
+                m,
+                v,
+                h: AdamWStepCase { lr: 1e-3, wd, t, grad_scale: if t % 2 == 0 { 1.0 } else { 0.37 } },
+            })
     });
-    prop_oneof![softmax, softmax_grad, norm, norm_bwd, attn, ce, adamw]
+    let linear = (proptest::collection::vec(1usize..=4, 0..=2), 1usize..=9, 1usize..=9, any::<bool>()).prop_flat_map(
+        |(lead, din, dout, bias)| {
+            let mut xs = lead;
+            xs.push(din);
+            (arb_h(xs, -1.5, 1.5), arb_h(vec![dout, din], -1.0, 1.0), arb_h(vec![dout], -0.5, 0.5))
+                .prop_map(move |(x, w, b)| OpCase::Linear { x, w, b: bias.then_some(b) })
+        },
+    );
+    let self_attn = (1usize..=3, 1usize..=9, 1usize..=3, 1usize..=5, any::<bool>(), any::<bool>()).prop_flat_map(
+        |(b, s, h, dh, causal, bwd)| {
+            (arb_h(vec![b, s, 3, h, dh], -1.5, 1.5), arb_h(vec![b, s, h, dh], -1.0, 1.0)).prop_map(
+                move |(qkv, dout)| {
+                    let scale = 1.0 / (dh as f32).sqrt();
+                    if bwd {
+                        OpCase::SelfAttentionBwd { qkv, dout, causal, scale }
+                    } else {
+                        OpCase::SelfAttention { qkv, causal, scale }
+                    }
+                },
+            )
+        },
+    );
+    let ssq = arb_shape().prop_flat_map(|s| arb_h(s, -2.0, 2.0).prop_map(|x| OpCase::SumSquares { x }));
+    prop_oneof![softmax, softmax_grad, norm, norm_bwd, attn, ce, adamw, linear, self_attn, ssq]
 }
 
 fn arb_random() -> impl Strategy<Value = OpCase> {
@@ -500,7 +585,12 @@ fn arb_random() -> impl Strategy<Value = OpCase> {
         Just(Dist::Normal { mean: 0.5, std: 2.0 }),
         Just(Dist::Bernoulli { p: 0.3 }),
     ];
-    (dist, any::<u64>(), any::<u64>(), arb_shape()).prop_map(|(dist, seed, offset, shape)| OpCase::Random { dist, seed, offset, shape })
+    (dist, any::<u64>(), any::<u64>(), arb_shape()).prop_map(|(dist, seed, offset, shape)| OpCase::Random {
+        dist,
+        seed,
+        offset,
+        shape,
+    })
 }
 
 /// Every kind of case.
@@ -538,9 +628,18 @@ pub fn large_cases() -> Vec<OpCase> {
         OpCase::Matmul { a: h(&[3, 130, 70], 16, -1.0, 1.0), b: h(&[3, 90, 70], 17, -1.0, 1.0), ta: false, tb: true },
         OpCase::Permute { x: h(&[4, 130, 3, 4, 16], 18, -1.0, 1.0), axes: vec![2, 0, 3, 1, 4] },
         OpCase::Narrow { x: h(&[3, 200, 130], 19, -1.0, 1.0), axis: 1, start: 17, len: 150 },
-        OpCase::Gather { table: h(&[300, 130], 20, -1.0, 1.0), ids: (0..600u32).map(|i| (i * 7) % 300).collect(), ids_shape: vec![600] },
+        OpCase::Gather {
+            table: h(&[300, 130], 20, -1.0, 1.0),
+            ids: (0..600u32).map(|i| (i * 7) % 300).collect(),
+            ids_shape: vec![600],
+        },
         OpCase::Softmax { x: h(&[400, 257], 21, -5.0, 5.0) },
-        OpCase::Norm { x: h(&[600, 130], 22, -2.0, 2.0), g: h(&[130], 23, 0.5, 1.5), b: Some(h(&[130], 24, -0.5, 0.5)), eps: 1e-5 },
+        OpCase::Norm {
+            x: h(&[600, 130], 22, -2.0, 2.0),
+            g: h(&[130], 23, 0.5, 1.5),
+            b: Some(h(&[130], 24, -0.5, 0.5)),
+            eps: 1e-5,
+        },
         OpCase::NormBwd {
             x: h(&[600, 130], 25, -2.0, 2.0),
             g: h(&[130], 26, 0.5, 1.5),
@@ -548,7 +647,10 @@ pub fn large_cases() -> Vec<OpCase> {
             eps: 1e-5,
             dy: h(&[600, 130], 28, -1.0, 1.0),
         },
-        OpCase::CrossEntropy { logits: h(&[300, 257], 29, -3.0, 3.0), targets: (0..300u32).map(|i| (i * 13) % 257).collect() },
+        OpCase::CrossEntropy {
+            logits: h(&[300, 257], 29, -3.0, 3.0),
+            targets: (0..300u32).map(|i| (i * 13) % 257).collect(),
+        },
         OpCase::CrossEntropyBwd {
             logits: h(&[300, 257], 30, -3.0, 3.0),
             targets: (0..300u32).map(|i| (i * 11) % 257).collect(),
@@ -559,11 +661,24 @@ pub fn large_cases() -> Vec<OpCase> {
             g: h(&[70_000], 32, -1.0, 1.0),
             m: h(&[70_000], 33, -0.1, 0.1),
             v: h(&[70_000], 34, 0.0, 0.01),
-            h: AdamWStepCase { lr: 3e-4, wd: 0.1, t: 7 },
+            h: AdamWStepCase { lr: 3e-4, wd: 0.1, t: 7, grad_scale: 0.5 },
         },
         OpCase::Random { dist: Dist::Normal { mean: 0.0, std: 1.0 }, seed: 9, offset: 3, shape: vec![70_001] },
     ];
+    v.push(OpCase::Linear {
+        x: h(&[4, 300, 130], 50, -1.0, 1.0),
+        w: h(&[200, 130], 51, -1.0, 1.0),
+        b: Some(h(&[200], 52, -1.0, 1.0)),
+    });
+    v.push(OpCase::SumSquares { x: h(&[100_003], 53, -1.0, 1.0) });
     for causal in [false, true] {
+        v.push(OpCase::SelfAttention { qkv: h(&[2, 150, 3, 3, 16], 54, -1.0, 1.0), causal, scale: 0.25 });
+        v.push(OpCase::SelfAttentionBwd {
+            qkv: h(&[2, 150, 3, 3, 16], 55, -1.0, 1.0),
+            dout: h(&[2, 150, 3, 16], 56, -1.0, 1.0),
+            causal,
+            scale: 0.25,
+        });
         v.push(OpCase::Attention {
             q: h(&[2, 2, 150, 16], 40, -1.0, 1.0),
             k: h(&[2, 2, 150, 16], 41, -1.0, 1.0),

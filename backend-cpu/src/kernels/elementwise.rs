@@ -1,76 +1,100 @@
 //! Elementwise unary and binary kernels (binary with numpy broadcasting).
 use super::{par_chunks, CHUNK};
+use crate::storage::alloc;
 use crate::CpuTensor;
-use multiversion::multiversion;
 use protocell_core::backend::{Binary, Unary};
 use protocell_core::error::Result;
 use protocell_core::math;
 use protocell_core::shape;
+use std::sync::Arc;
 
-/// Applies `$f` to every element of `$y` in place.
-macro_rules! map_inplace {
-    ($y:expr, $f:expr) => {
-        for v in $y.iter_mut() {
-            *v = $f(*v);
+/// `y[i] = e(x[i])`, or `y[i] = e(y[i])` in place when `x` is `None`. A macro, not a
+/// closure-taking function: the expression is pasted into both loops so that the
+/// `#[inline(always)]` math functions inline and the loops vectorise.
+macro_rules! map {
+    ($x:expr, $y:expr, |$v:ident| $e:expr) => {
+        match $x {
+            Some(x) => {
+                for (o, &$v) in $y.iter_mut().zip(x) {
+                    *o = $e;
+                }
+            }
+            None => {
+                for o in $y.iter_mut() {
+                    let $v = *o;
+                    *o = $e;
+                }
+            }
         }
     };
 }
 
-/// `y ← f(y)` for a unary op, hot ops specialised so that each loop vectorises.
-#[multiversion(targets = "simd")]
-fn unary_inplace(op: Unary, y: &mut [f32]) {
-    match op {
-        Unary::Exp => map_inplace!(y, math::exp),
-        Unary::Gelu => map_inplace!(y, math::gelu),
-        Unary::Sigmoid => map_inplace!(y, math::sigmoid),
-        Unary::Erf => map_inplace!(y, math::erf),
-        Unary::Silu => map_inplace!(y, |v: f32| v * math::sigmoid(v)),
-        Unary::Affine { mul, add } => map_inplace!(y, |v: f32| mul * v + add),
-        Unary::Square => map_inplace!(y, |v: f32| v * v),
-        Unary::Sqrt => map_inplace!(y, f32::sqrt),
-        Unary::Rsqrt => map_inplace!(y, |v: f32| 1.0 / v.sqrt()),
-        Unary::Recip => map_inplace!(y, |v: f32| 1.0 / v),
-        Unary::Neg => map_inplace!(y, |v: f32| -v),
-        Unary::Abs => map_inplace!(y, f32::abs),
-        Unary::Relu => map_inplace!(y, |v| math::unary(Unary::Relu, v)),
-        other => map_inplace!(y, |v| math::unary(other, v)),
+simd! {
+    /// A unary op over a chunk, hot ops specialised so that each loop vectorises.
+    fn unary_kernel(op: Unary, x: Option<&[f32]>, y: &mut [f32]) {
+        match op {
+            Unary::Exp => map!(x, y, |v| math::exp(v)),
+            Unary::Gelu => map!(x, y, |v| math::gelu(v)),
+            Unary::Sigmoid => map!(x, y, |v| math::sigmoid(v)),
+            Unary::Erf => map!(x, y, |v| math::erf(v)),
+            Unary::Silu => map!(x, y, |v| v * math::sigmoid(v)),
+            Unary::Affine { mul, add } => map!(x, y, |v| mul * v + add),
+            Unary::Square => map!(x, y, |v| v * v),
+            Unary::Sqrt => map!(x, y, |v| v.sqrt()),
+            Unary::Rsqrt => map!(x, y, |v| 1.0 / v.sqrt()),
+            Unary::Recip => map!(x, y, |v| 1.0 / v),
+            Unary::Neg => map!(x, y, |v| -v),
+            Unary::Abs => map!(x, y, |v| v.abs()),
+            other => map!(x, y, |v| math::unary(other, v)),
+        }
     }
 }
 
-/// `f(x)`, in place when `x` is uniquely owned.
+/// `f(x)`: in place when `x` is uniquely owned, else into a fresh buffer.
 pub(crate) fn unary(op: Unary, x: CpuTensor) -> CpuTensor {
-    let (mut data, shape) = x.into_parts();
-    par_chunks(&mut data, CHUNK, |_, c| unary_inplace(op, c));
-    CpuTensor::new(data, shape)
+    match Arc::try_unwrap(x.buf) {
+        Ok(buf) => {
+            let mut data = buf.into_vec();
+            par_chunks(&mut data, CHUNK, |_, c| unary_kernel(op, None, c));
+            CpuTensor::new(data, x.shape)
+        }
+        Err(shared) => {
+            let src = shared.as_slice();
+            let mut out = alloc(src.len());
+            par_chunks(&mut out, CHUNK, |s, c| unary_kernel(op, Some(&src[s..s + c.len()]), c));
+            CpuTensor::new(out, x.shape)
+        }
+    }
 }
 
-/// `dy ← dy · f'(x)` given `y = f(x)`.
-#[multiversion(targets = "simd")]
-fn grad_inplace(op: Unary, x: &[f32], y: &[f32], dy: &mut [f32]) {
-    match op {
-        Unary::Gelu => {
-            for (d, &xv) in dy.iter_mut().zip(x) {
-                *d *= math::gelu_grad(xv);
+simd! {
+    /// `dy ← dy · f'(x)` given `y = f(x)`.
+    fn grad_inplace(op: Unary, x: &[f32], y: &[f32], dy: &mut [f32]) {
+        match op {
+            Unary::Gelu => {
+                for (d, &xv) in dy.iter_mut().zip(x) {
+                    *d *= math::gelu_grad(xv);
+                }
             }
-        }
-        Unary::Exp => {
-            for (d, &yv) in dy.iter_mut().zip(y) {
-                *d *= yv;
+            Unary::Exp => {
+                for (d, &yv) in dy.iter_mut().zip(y) {
+                    *d *= yv;
+                }
             }
-        }
-        Unary::Sigmoid => {
-            for (d, &yv) in dy.iter_mut().zip(y) {
-                *d *= yv * (1.0 - yv);
+            Unary::Sigmoid => {
+                for (d, &yv) in dy.iter_mut().zip(y) {
+                    *d *= yv * (1.0 - yv);
+                }
             }
-        }
-        Unary::Tanh => {
-            for (d, &yv) in dy.iter_mut().zip(y) {
-                *d *= 1.0 - yv * yv;
+            Unary::Tanh => {
+                for (d, &yv) in dy.iter_mut().zip(y) {
+                    *d *= 1.0 - yv * yv;
+                }
             }
-        }
-        other => {
-            for ((d, &xv), &yv) in dy.iter_mut().zip(x).zip(y) {
-                *d *= math::unary_grad(other, xv, yv);
+            other => {
+                for ((d, &xv), &yv) in dy.iter_mut().zip(x).zip(y) {
+                    *d *= math::unary_grad(other, xv, yv);
+                }
             }
         }
     }
@@ -157,15 +181,16 @@ macro_rules! bin_loops {
     };
 }
 
-/// Inner contiguous segment: `o[i] = op(a[i·ia], b[i·ib])` with `ia, ib ∈ {0, 1}`.
-#[multiversion(targets = "simd")]
-fn bin_segment(op: Binary, o: &mut [f32], a: &[f32], b: &[f32], ia: usize, ib: usize) {
-    match op {
-        Binary::Add => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x + y),
-        Binary::Sub => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x - y),
-        Binary::Mul => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x * y),
-        Binary::Div => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x / y),
-        other => bin_loops!(o, a, b, ia, ib, |x, y| math::binary(other, x, y)),
+simd! {
+    /// Inner contiguous segment: `o[i] = op(a[i·ia], b[i·ib])` with `ia, ib ∈ {0, 1}`.
+    fn bin_segment(op: Binary, o: &mut [f32], a: &[f32], b: &[f32], ia: usize, ib: usize) {
+        match op {
+            Binary::Add => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x + y),
+            Binary::Sub => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x - y),
+            Binary::Mul => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x * y),
+            Binary::Div => bin_loops!(o, a, b, ia, ib, |x: f32, y: f32| x / y),
+            other => bin_loops!(o, a, b, ia, ib, |x, y| math::binary(other, x, y)),
+        }
     }
 }
 
@@ -189,7 +214,7 @@ pub(crate) fn binary(op: Binary, a: CpuTensor, b: CpuTensor) -> Result<CpuTensor
         }
         (oa, ob)
     };
-    let mut out = vec![0.0f32; n];
+    let mut out = alloc(n);
     par_chunks(&mut out, CHUNK, |start, chunk| {
         let mut s = start;
         let end = start + chunk.len();

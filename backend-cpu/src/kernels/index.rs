@@ -1,5 +1,6 @@
 //! Row gather (embedding lookup) and its adjoint, row scatter-add.
 use super::par_rows;
+use crate::storage::{alloc, alloc_zeroed};
 use crate::{CpuIds, CpuTensor};
 use protocell_core::error::{Error, Result};
 
@@ -13,7 +14,7 @@ fn check_ids(op: &str, ids: &[u32], rows: usize) -> Result<()> {
 pub(crate) fn gather_rows(table: &CpuTensor, ids: &CpuIds) -> Result<CpuTensor> {
     let (rows, d) = (table.shape[0], table.shape[1]);
     check_ids("gather_rows", &ids.data, rows)?;
-    let mut out = vec![0.0f32; ids.data.len() * d];
+    let mut out = alloc(ids.data.len() * d);
     let src = table.data();
     par_rows(&mut out, d, |r0, dst| {
         for (k, row) in dst.chunks_mut(d).enumerate() {
@@ -29,7 +30,7 @@ pub(crate) fn gather_rows(table: &CpuTensor, ids: &CpuIds) -> Result<CpuTensor> 
 pub(crate) fn scatter_add_rows(src: &CpuTensor, ids: &CpuIds, rows: usize) -> Result<CpuTensor> {
     let d = *src.shape.last().unwrap_or(&1);
     check_ids("scatter_add_rows", &ids.data, rows)?;
-    let mut out = vec![0.0f32; rows * d];
+    let mut out = alloc_zeroed(rows * d);
     let s = src.data();
     // sequential in id order: the sum for each row is accumulated in a fixed order
     for (i, &id) in ids.data.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Layout kernels: one coalescing strided copy serves permute, narrow and expand.
 use super::{par_chunks, CHUNK};
+use crate::storage::{alloc, alloc_zeroed};
 use crate::CpuTensor;
 use protocell_core::shape;
 
@@ -39,7 +40,7 @@ pub(crate) fn strided_copy(src: &[f32], offset: usize, shape_v: &[usize], stride
         }
         o
     };
-    let mut out = vec![0.0f32; n];
+    let mut out = alloc(n);
     par_chunks(&mut out, CHUNK, |start, chunk| {
         let mut s = start;
         let end = start + chunk.len();
@@ -90,7 +91,7 @@ pub(crate) fn concat(xs: &[CpuTensor], axis: usize) -> CpuTensor {
     let mut shape_out = xs[0].shape.clone();
     shape_out[axis] = xs.iter().map(|x| x.shape[axis]).sum();
     let (outer, total, inner) = shape::split_at_axis(&shape_out, axis);
-    let mut out = vec![0.0f32; outer * total * inner];
+    let mut out = alloc(outer * total * inner);
     let row = total * inner;
     if row > 0 {
         super::par_rows(&mut out, row, |r0, rows| {
@@ -113,7 +114,7 @@ pub(crate) fn pad(x: &CpuTensor, axis: usize, before: usize, after: usize) -> Cp
     let total = before + d + after;
     let mut shape_out = x.shape.clone();
     shape_out[axis] = total;
-    let mut out = vec![0.0f32; outer * total * inner];
+    let mut out = alloc_zeroed(outer * total * inner);
     let row = total * inner;
     if row > 0 {
         let src = x.data();

@@ -1,5 +1,20 @@
 //! CPU kernels. Work is split into fixed-size chunks (never "one chunk per thread"), so
 //! every result is bitwise independent of the thread count.
+/// Compiles the wrapped function once per SIMD level (AVX-512, AVX2+FMA, SSE4.1, NEON) and
+/// dispatches to the best one the host supports at run time. Write plain loops inside;
+/// call `#[inline(always)]` helpers directly (not through closures) so they vectorise.
+macro_rules! simd {
+    ($(#[$attr:meta])* $vis:vis fn $($rest:tt)*) => {
+        #[multiversion::multiversion(targets(
+            "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl+avx2+fma+bmi1+bmi2+lzcnt+popcnt",
+            "x86_64+avx2+fma",
+            "x86_64+sse4.1",
+            "aarch64+neon"
+        ))]
+        $(#[$attr])* $vis fn $($rest)*
+    };
+}
+
 pub(crate) mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod index;

@@ -1,29 +1,30 @@
 //! Fused row kernels: softmax, LayerNorm/RMSNorm, cross-entropy, AdamW.
 use super::{dot_lanes, max_lanes, par_rows, sum_lanes, CHUNK};
+use crate::storage::{alloc, alloc_zeroed};
 use crate::{CpuIds, CpuTensor};
-use multiversion::multiversion;
 use protocell_core::backend::AdamWStep;
 use protocell_core::error::{Error, Result};
 use protocell_core::math;
 use protocell_core::shape;
 use rayon::prelude::*;
 
-/// In-place softmax of `row[..valid]` (entries past `valid` become 0); returns
-/// `logsumexp(row[..valid]) = max + ln Σ e^{x−max}`.
-#[multiversion(targets = "simd")]
-pub(crate) fn softmax_row(row: &mut [f32], valid: usize) -> f32 {
-    let (live, dead) = row.split_at_mut(valid);
-    dead.fill(0.0);
-    let mx = max_lanes(live);
-    for v in live.iter_mut() {
-        *v = math::exp(*v - mx);
+simd! {
+    /// In-place softmax of `row[..valid]` (entries past `valid` become 0); returns
+    /// `logsumexp(row[..valid]) = max + ln Σ e^{x−max}`.
+    pub(crate) fn softmax_row(row: &mut [f32], valid: usize) -> f32 {
+        let (live, dead) = row.split_at_mut(valid);
+        dead.fill(0.0);
+        let mx = max_lanes(live);
+        for v in live.iter_mut() {
+            *v = math::exp(*v - mx);
+        }
+        let s = sum_lanes(live);
+        let inv = 1.0 / s;
+        for v in live.iter_mut() {
+            *v *= inv;
+        }
+        mx + math::ln(s)
     }
-    let s = sum_lanes(live);
-    let inv = 1.0 / s;
-    for v in live.iter_mut() {
-        *v *= inv;
-    }
-    mx + math::ln(s)
 }
 
 pub(crate) fn softmax(x: CpuTensor) -> CpuTensor {
@@ -37,11 +38,12 @@ pub(crate) fn softmax(x: CpuTensor) -> CpuTensor {
     CpuTensor::new(data, shape)
 }
 
-#[multiversion(targets = "simd")]
-fn softmax_grad_row(y: &[f32], dy: &mut [f32]) {
-    let dot = dot_lanes(y, dy);
-    for (d, &yv) in dy.iter_mut().zip(y) {
-        *d = yv * (*d - dot);
+simd! {
+    fn softmax_grad_row(y: &[f32], dy: &mut [f32]) {
+        let dot = dot_lanes(y, dy);
+        for (d, &yv) in dy.iter_mut().zip(y) {
+            *d = yv * (*d - dot);
+        }
     }
 }
 
@@ -65,31 +67,32 @@ fn stat_shape(x: &[usize]) -> Vec<usize> {
     s
 }
 
-/// LayerNorm (`beta = Some`) or RMSNorm (`beta = None`) forward over the last axis.
-/// Returns `(y, mean or None, rstd)`; statistics have shape `[..., 1]`.
-#[multiversion(targets = "simd")]
-fn norm_row(x: &[f32], g: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32]) -> (f32, f32) {
-    let d = x.len() as f32;
-    match b {
-        Some(b) => {
-            let mean = sum_lanes(x) / d;
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = v - mean;
+simd! {
+    /// LayerNorm (`beta = Some`) or RMSNorm (`beta = None`) forward over the last axis.
+    /// Returns `(y, mean or None, rstd)`; statistics have shape `[..., 1]`.
+    fn norm_row(x: &[f32], g: &[f32], b: Option<&[f32]>, eps: f32, y: &mut [f32]) -> (f32, f32) {
+        let d = x.len() as f32;
+        match b {
+            Some(b) => {
+                let mean = sum_lanes(x) / d;
+                for (o, &v) in y.iter_mut().zip(x) {
+                    *o = v - mean;
+                }
+                let var = dot_lanes(y, y) / d;
+                let rstd = 1.0 / (var + eps).sqrt();
+                for ((o, &gv), &bv) in y.iter_mut().zip(g).zip(b) {
+                    *o = *o * rstd * gv + bv;
+                }
+                (mean, rstd)
             }
-            let var = dot_lanes(y, y) / d;
-            let rstd = 1.0 / (var + eps).sqrt();
-            for ((o, &gv), &bv) in y.iter_mut().zip(g).zip(b) {
-                *o = *o * rstd * gv + bv;
+            None => {
+                let ms = dot_lanes(x, x) / d;
+                let rstd = 1.0 / (ms + eps).sqrt();
+                for ((o, &v), &gv) in y.iter_mut().zip(x).zip(g) {
+                    *o = v * rstd * gv;
+                }
+                (0.0, rstd)
             }
-            (mean, rstd)
-        }
-        None => {
-            let ms = dot_lanes(x, x) / d;
-            let rstd = 1.0 / (ms + eps).sqrt();
-            for ((o, &v), &gv) in y.iter_mut().zip(x).zip(g) {
-                *o = v * rstd * gv;
-            }
-            (0.0, rstd)
         }
     }
 }
@@ -102,9 +105,9 @@ pub(crate) fn layer_norm_fwd(
 ) -> (CpuTensor, CpuTensor, CpuTensor) {
     let d = *x.shape.last().unwrap();
     let rows = shape::numel(&x.shape) / d.max(1);
-    let mut y = vec![0.0f32; rows * d];
-    let mut mean = vec![0.0f32; rows];
-    let mut rstd = vec![0.0f32; rows];
+    let mut y = alloc(rows * d);
+    let mut mean = alloc(rows);
+    let mut rstd = alloc(rows);
     let (xd, gd, bd) = (x.data(), gamma.data(), beta.map(|b| b.data()));
     let rows_per_task = (CHUNK / d.max(1)).max(1);
     y.par_chunks_mut(rows_per_task * d)
@@ -127,43 +130,44 @@ pub(crate) fn layer_norm_fwd(
 /// Rows per partial-sum group of the parameter gradients (fixed, so sums are thread-count independent).
 const GROUP_ROWS: usize = 64;
 
-#[multiversion(targets = "simd")]
-#[allow(clippy::too_many_arguments)]
-fn norm_bwd_row(
-    x: &[f32],
-    g: &[f32],
-    mean: Option<f32>,
-    rstd: f32,
-    dy: &[f32],
-    dx: &mut [f32],
-    dg: &mut [f32],
-    db: Option<&mut [f32]>,
-) {
-    let d = x.len() as f32;
-    let m = mean.unwrap_or(0.0);
-    // dx temporarily holds x̂
-    for (o, &v) in dx.iter_mut().zip(x) {
-        *o = (v - m) * rstd;
-    }
-    let (mut sg, mut sgx) = (0.0f32, 0.0f32);
-    for ((&xh, &gv), &dyv) in dx.iter().zip(g).zip(dy) {
-        let gg = dyv * gv;
-        sg += gg;
-        sgx += gg * xh;
-    }
-    for ((a, &xh), &dyv) in dg.iter_mut().zip(dx.iter()).zip(dy) {
-        *a += dyv * xh;
-    }
-    if let Some(db) = db {
-        for (a, &dyv) in db.iter_mut().zip(dy) {
-            *a += dyv;
+simd! {
+    #[allow(clippy::too_many_arguments)]
+    fn norm_bwd_row(
+        x: &[f32],
+        g: &[f32],
+        mean: Option<f32>,
+        rstd: f32,
+        dy: &[f32],
+        dx: &mut [f32],
+        dg: &mut [f32],
+        db: Option<&mut [f32]>,
+    ) {
+        let d = x.len() as f32;
+        let m = mean.unwrap_or(0.0);
+        // dx temporarily holds x̂
+        for (o, &v) in dx.iter_mut().zip(x) {
+            *o = (v - m) * rstd;
         }
-    }
-    let mg = if mean.is_some() { sg / d } else { 0.0 };
-    let mgx = sgx / d;
-    for ((o, &gv), &dyv) in dx.iter_mut().zip(g).zip(dy) {
-        let xh = *o;
-        *o = rstd * (dyv * gv - mg - xh * mgx);
+        let (mut sg, mut sgx) = (0.0f32, 0.0f32);
+        for ((&xh, &gv), &dyv) in dx.iter().zip(g).zip(dy) {
+            let gg = dyv * gv;
+            sg += gg;
+            sgx += gg * xh;
+        }
+        for ((a, &xh), &dyv) in dg.iter_mut().zip(dx.iter()).zip(dy) {
+            *a += dyv * xh;
+        }
+        if let Some(db) = db {
+            for (a, &dyv) in db.iter_mut().zip(dy) {
+                *a += dyv;
+            }
+        }
+        let mg = if mean.is_some() { sg / d } else { 0.0 };
+        let mgx = sgx / d;
+        for ((o, &gv), &dyv) in dx.iter_mut().zip(g).zip(dy) {
+            let xh = *o;
+            *o = rstd * (dyv * gv - mg - xh * mgx);
+        }
     }
 }
 
@@ -179,9 +183,9 @@ pub(crate) fn layer_norm_bwd(
     let rows = shape::numel(&x.shape) / d.max(1);
     let groups = rows.div_ceil(GROUP_ROWS).max(1);
     let has_b = mean.is_some();
-    let mut dx = vec![0.0f32; rows * d];
-    let mut pg = vec![0.0f32; groups * d];
-    let mut pb = vec![0.0f32; if has_b { groups * d } else { 0 }];
+    let mut dx = alloc(rows * d);
+    let mut pg = alloc_zeroed(groups * d);
+    let mut pb = alloc_zeroed(if has_b { groups * d } else { 0 });
     let (xd, gd, rd, dyd) = (x.data(), gamma.data(), rstd.data(), dy.data());
     let md = mean.map(|m| m.data());
     let run = |grp: usize, dxc: &mut [f32], pgc: &mut [f32], pbc: Option<&mut [f32]>| {
@@ -231,23 +235,24 @@ fn check_targets(t: &[u32], v: usize) -> Result<()> {
     Ok(())
 }
 
-/// Row logsumexp (no write-back).
-#[multiversion(targets = "simd")]
-fn lse_row(x: &[f32]) -> f32 {
-    let mx = max_lanes(x);
-    let mut acc = [0.0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] += math::exp(c[i] - mx);
+simd! {
+    /// Row logsumexp (no write-back).
+    fn lse_row(x: &[f32]) -> f32 {
+        let mx = max_lanes(x);
+        let mut acc = [0.0f32; 16];
+        let chunks = x.chunks_exact(16);
+        let rem = chunks.remainder();
+        for c in chunks {
+            for i in 0..16 {
+                acc[i] += math::exp(c[i] - mx);
+            }
         }
+        let mut s: f32 = acc.iter().sum();
+        for &r in rem {
+            s += math::exp(r - mx);
+        }
+        mx + math::ln(s)
     }
-    let mut s: f32 = acc.iter().sum();
-    for &r in rem {
-        s += math::exp(r - mx);
-    }
-    mx + math::ln(s)
 }
 
 pub(crate) fn cross_entropy_fwd(logits: &CpuTensor, targets: &CpuIds) -> Result<(CpuTensor, CpuTensor)> {
@@ -263,10 +268,11 @@ pub(crate) fn cross_entropy_fwd(logits: &CpuTensor, targets: &CpuIds) -> Result<
     Ok((CpuTensor::new(vec![loss], vec![]), CpuTensor::new(lse, vec![n, 1])))
 }
 
-#[multiversion(targets = "simd")]
-fn ce_grad_row(row: &mut [f32], lse: f32, scale: f32) {
-    for v in row.iter_mut() {
-        *v = math::exp(*v - lse) * scale;
+simd! {
+    fn ce_grad_row(row: &mut [f32], lse: f32, scale: f32) {
+        for v in row.iter_mut() {
+            *v = math::exp(*v - lse) * scale;
+        }
     }
 }
 
@@ -291,19 +297,27 @@ pub(crate) fn cross_entropy_bwd(
     Ok(CpuTensor::new(g, shape))
 }
 
-#[multiversion(targets = "simd")]
-fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamWStep) {
-    let (b1, b2) = (h.beta1, h.beta2);
-    let (c1, c2) = (1.0 - b1, 1.0 - b2);
-    for (((pv, &gv), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *mv = b1 * *mv + c1 * gv;
-        *vv = b2 * *vv + c2 * gv * gv;
-        let denom = vv.sqrt() * h.inv_sqrt_bc2 + h.eps;
-        *pv = *pv * h.decay - h.step_size * (*mv / denom);
+simd! {
+    fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamWStep) {
+        let (b1, b2) = (h.beta1, h.beta2);
+        let (c1, c2) = (1.0 - b1, 1.0 - b2);
+        for (((pv, &gr), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let gv = gr * h.grad_scale;
+            *mv = b1 * *mv + c1 * gv;
+            *vv = b2 * *vv + c2 * gv * gv;
+            let denom = vv.sqrt() * h.inv_sqrt_bc2 + h.eps;
+            *pv = *pv * h.decay - h.step_size * (*mv / denom);
+        }
     }
 }
 
-pub(crate) fn adamw(p: CpuTensor, g: &CpuTensor, m: CpuTensor, v: CpuTensor, h: &AdamWStep) -> (CpuTensor, CpuTensor, CpuTensor) {
+pub(crate) fn adamw(
+    p: CpuTensor,
+    g: &CpuTensor,
+    m: CpuTensor,
+    v: CpuTensor,
+    h: &AdamWStep,
+) -> (CpuTensor, CpuTensor, CpuTensor) {
     let (mut pd, shape) = p.into_parts();
     let (mut md, _) = m.into_parts();
     let (mut vd, _) = v.into_parts();
@@ -316,3 +330,18 @@ pub(crate) fn adamw(p: CpuTensor, g: &CpuTensor, m: CpuTensor, v: CpuTensor, h: 
     (CpuTensor::new(pd, shape.clone()), CpuTensor::new(md, shape.clone()), CpuTensor::new(vd, shape))
 }
 
+/// Elements per partial sum of [`sum_squares`] (fixed: the result does not depend on threads).
+const SSQ_CHUNK: usize = 1 << 14;
+
+simd! {
+    fn ssq_chunk(x: &[f32]) -> f64 {
+        dot_lanes(x, x) as f64
+    }
+}
+
+/// `Σ x²`: f32 partial sums over fixed chunks, combined in order in f64.
+pub(crate) fn sum_squares(x: &CpuTensor) -> CpuTensor {
+    let parts: Vec<f64> = x.data().par_chunks(SSQ_CHUNK).map(ssq_chunk).collect();
+    let total: f64 = parts.iter().sum();
+    CpuTensor::new(vec![total as f32], vec![])
+}

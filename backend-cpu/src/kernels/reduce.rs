@@ -1,5 +1,6 @@
 //! Reductions along one axis, viewed as `(outer, dim, inner)`.
 use super::{max_lanes, par_rows, sum_lanes};
+use crate::storage::alloc;
 use crate::CpuTensor;
 use protocell_core::backend::Reduce;
 use protocell_core::shape;
@@ -20,7 +21,7 @@ pub(crate) fn reduce(op: Reduce, x: &CpuTensor, axis: usize) -> CpuTensor {
     let mut shape_out = x.shape.clone();
     shape_out[axis] = 1;
     let src = x.data();
-    let mut out = vec![0.0f32; outer * inner];
+    let mut out = alloc(outer * inner);
     let scale = if op == Reduce::Mean { 1.0 / dim as f32 } else { 1.0 };
     if inner == 1 {
         // contiguous rows: one reduction per output element

@@ -50,7 +50,8 @@ impl<B: Backend> fmt::Debug for Autodiff<B> {
 
 /// Inputs that need a gradient, positionally.
 pub(crate) type Needs = [bool];
-type BackwardFn<B> = Box<dyn FnOnce(<B as Backend>::Tensor, &Needs) -> Result<Vec<Option<<B as Backend>::Tensor>>> + Send>;
+type BackwardFn<B> =
+    Box<dyn FnOnce(<B as Backend>::Tensor, &Needs) -> Result<Vec<Option<<B as Backend>::Tensor>>> + Send>;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
@@ -137,6 +138,9 @@ pub trait AutodiffBackend: Backend {
     type Inner: Backend<Device = Self::Device, Ids = Self::Ids>;
     /// The inner value of `t` (no graph).
     fn inner(t: &Self::Tensor) -> <Self::Inner as Backend>::Tensor;
+    /// The inner value of `t`, consuming it (no extra reference is kept, so a backend can
+    /// update the buffer in place).
+    fn into_inner(t: Self::Tensor) -> <Self::Inner as Backend>::Tensor;
     /// A constant (no gradient) from an inner value.
     fn from_inner(t: <Self::Inner as Backend>::Tensor) -> Self::Tensor;
     /// A fresh leaf that requires a gradient (a parameter) from an inner value.
@@ -153,12 +157,19 @@ impl<B: Backend> AutodiffBackend for Autodiff<B> {
     fn inner(t: &AdTensor<B>) -> B::Tensor {
         t.primal.clone()
     }
+    fn into_inner(t: AdTensor<B>) -> B::Tensor {
+        t.primal
+    }
     fn from_inner(t: B::Tensor) -> AdTensor<B> {
         AdTensor::constant(t)
     }
     fn leaf(t: B::Tensor) -> AdTensor<B> {
-        let node =
-            Node { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), leaf: true, parents: Vec::new(), step: spin::Mutex::new(None) };
+        let node = Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            leaf: true,
+            parents: Vec::new(),
+            step: spin::Mutex::new(None),
+        };
         AdTensor { primal: t, node: Some(Arc::new(node)) }
     }
 
@@ -182,7 +193,9 @@ impl<B: Backend> AutodiffBackend for Autodiff<B> {
         pending.insert(order.last().map(|n| n.id).unwrap_or(0), seed);
         let mut leaves = BTreeMap::new();
         for node in order.into_iter().rev() {
-            let Some(g) = pending.remove(&node.id) else { continue };
+            let Some(g) = pending.remove(&node.id) else {
+                continue;
+            };
             if node.leaf {
                 leaves.insert(node.id, g);
                 continue;
@@ -246,6 +259,10 @@ impl<B: AutodiffBackend> Tensor<B> {
     /// The value without its graph, on the inner backend.
     pub fn inner(&self) -> Tensor<B::Inner> {
         Tensor::from_prim(B::inner(self.prim()))
+    }
+    /// The value without its graph, consuming this tensor.
+    pub fn into_inner(self) -> Tensor<B::Inner> {
+        Tensor::from_prim(B::into_inner(self.into_prim()))
     }
     /// A constant (no gradient) on this backend from an inner value.
     pub fn from_inner(t: Tensor<B::Inner>) -> Self {
@@ -395,6 +412,15 @@ impl<B: Backend> NnOps<Autodiff<B>> for Autodiff<B> {
         scale: f32,
     ) -> Result<(AdTensor<B>, AdTensor<B>)> {
         ops::attention(q, k, v, causal, scale)
+    }
+    fn linear(x: AdTensor<B>, w: AdTensor<B>, b: Option<AdTensor<B>>) -> Result<AdTensor<B>> {
+        ops::linear(x, w, b)
+    }
+    fn sum_squares(x: AdTensor<B>) -> Result<AdTensor<B>> {
+        Ok(AdTensor::constant(B::sum_squares(x.primal)?))
+    }
+    fn self_attention_fwd(qkv: AdTensor<B>, causal: bool, scale: f32) -> Result<(AdTensor<B>, AdTensor<B>)> {
+        ops::self_attention(qkv, causal, scale)
     }
     fn cross_entropy_fwd(logits: AdTensor<B>, targets: B::Ids) -> Result<(AdTensor<B>, AdTensor<B>)> {
         ops::cross_entropy(logits, targets)

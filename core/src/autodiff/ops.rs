@@ -161,7 +161,8 @@ pub(super) fn matmul<B: Backend>(a: AdTensor<B>, b: AdTensor<B>, ta: bool, tb: b
     Ok(record(y, &[&a, &b], move |g, needs: &Needs| {
         // C = op(A)·op(B): dop(A) = G·op(B)ᵀ, dop(B) = op(A)ᵀ·G, transposed back where op transposed.
         let ga = if needs[0] {
-            let d = if ta { B::matmul(pb.clone(), g.clone(), tb, true)? } else { B::matmul(g.clone(), pb, false, !tb)? };
+            let d =
+                if ta { B::matmul(pb.clone(), g.clone(), tb, true)? } else { B::matmul(g.clone(), pb, false, !tb)? };
             Some(reduce_to_shape::<B>(d, &sa)?)
         } else {
             None
@@ -232,6 +233,43 @@ pub(super) fn attention<B: Backend>(
         let (q, k, v, o, lse) = saved;
         let (dq, dk, dv) = B::attention_bwd(q, k, v, o, lse, g, causal, scale)?;
         Ok(vec![needs[0].then_some(dq), needs[1].then_some(dk), needs[2].then_some(dv)])
+    });
+    Ok((o, AdTensor::constant(lse)))
+}
+
+pub(super) fn linear<B: Backend>(x: AdTensor<B>, w: AdTensor<B>, b: Option<AdTensor<B>>) -> R<B> {
+    let y = B::linear(x.primal.clone(), w.primal.clone(), b.as_ref().map(|b| b.primal.clone()))?;
+    let xs = B::shape(&x.primal).to_vec();
+    let (out_f, in_f) = (B::shape(&w.primal)[0], B::shape(&w.primal)[1]);
+    let rows = crate::shape::numel(&xs) / in_f.max(1);
+    let (px, pw) = (x.primal.clone(), w.primal.clone());
+    let mut inputs = vec![&x, &w];
+    if let Some(b) = &b {
+        inputs.push(b);
+    }
+    Ok(record(y, &inputs, move |g, needs: &Needs| {
+        let g2 = B::reshape(g, &[rows, out_f])?;
+        let dx = if needs[0] { Some(B::reshape(B::matmul(g2.clone(), pw, false, false)?, &xs)?) } else { None };
+        let dw =
+            if needs[1] { Some(B::matmul(g2.clone(), B::reshape(px, &[rows, in_f])?, true, false)?) } else { None };
+        let mut out = vec![dx, dw];
+        if needs.len() == 3 {
+            out.push(if needs[2] { Some(B::reshape(B::reduce(Reduce::Sum, g2, 0)?, &[out_f])?) } else { None });
+        }
+        Ok(out)
+    }))
+}
+
+pub(super) fn self_attention<B: Backend>(
+    qkv: AdTensor<B>,
+    causal: bool,
+    scale: f32,
+) -> Result<(AdTensor<B>, AdTensor<B>)> {
+    let (o, lse) = B::self_attention_fwd(qkv.primal.clone(), causal, scale)?;
+    let saved = (qkv.primal.clone(), o.clone(), lse.clone());
+    let o = record(o, &[&qkv], move |g, _| {
+        let (x, o, lse) = saved;
+        one::<B>(B::self_attention_bwd(x, o, lse, g, causal, scale))
     });
     Ok((o, AdTensor::constant(lse)))
 }

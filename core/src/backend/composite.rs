@@ -74,16 +74,10 @@ pub fn unary_grad<B: Backend>(op: Unary, x: T<B>, y: T<B>, dy: T<B>) -> Result<T
         }
         Gelu => {
             // Φ(x) + x·φ(x), Φ(x) = ½(1 + erf(x/√2)), φ(x) = e^{-x²/2}/√(2π)
-            let cdf = affine::<B>(
-                B::unary(Erf, affine::<B>(x.clone(), core::f32::consts::FRAC_1_SQRT_2, 0.0)?)?,
-                0.5,
-                0.5,
-            )?;
-            let pdf = affine::<B>(
-                B::unary(Exp, affine::<B>(B::unary(Square, x.clone())?, -0.5, 0.0)?)?,
-                0.398_942_3,
-                0.0,
-            )?;
+            let cdf =
+                affine::<B>(B::unary(Erf, affine::<B>(x.clone(), core::f32::consts::FRAC_1_SQRT_2, 0.0)?)?, 0.5, 0.5)?;
+            let pdf =
+                affine::<B>(B::unary(Exp, affine::<B>(B::unary(Square, x.clone())?, -0.5, 0.0)?)?, 0.398_942_3, 0.0)?;
             bin::<B>(Binary::Add, cdf, m(x, pdf)?)?
         }
         Silu => {
@@ -175,11 +169,7 @@ pub fn layer_norm_bwd<B: Backend>(
     let g = bin::<B>(Binary::Mul, dy.clone(), gamma)?;
     let mg = B::reduce(Reduce::Mean, g.clone(), ax)?;
     let mgx = B::reduce(Reduce::Mean, bin::<B>(Binary::Mul, g.clone(), xhat.clone())?, ax)?;
-    let inner = bin::<B>(
-        Binary::Sub,
-        bin::<B>(Binary::Sub, g, mg)?,
-        bin::<B>(Binary::Mul, xhat.clone(), mgx)?,
-    )?;
+    let inner = bin::<B>(Binary::Sub, bin::<B>(Binary::Sub, g, mg)?, bin::<B>(Binary::Mul, xhat.clone(), mgx)?)?;
     let dx = bin::<B>(Binary::Mul, inner, rstd)?;
     let dgamma = sum_leading::<B>(bin::<B>(Binary::Mul, dy.clone(), xhat)?)?;
     let dbeta = sum_leading::<B>(dy)?;
@@ -202,11 +192,7 @@ pub fn rms_norm_bwd<B: Backend>(x: T<B>, gamma: T<B>, rstd: T<B>, dy: T<B>) -> R
     let xhat = bin::<B>(Binary::Mul, x, rstd.clone())?;
     let g = bin::<B>(Binary::Mul, dy.clone(), gamma)?;
     let mgx = B::reduce(Reduce::Mean, bin::<B>(Binary::Mul, g.clone(), xhat.clone())?, ax)?;
-    let dx = bin::<B>(
-        Binary::Mul,
-        bin::<B>(Binary::Sub, g, bin::<B>(Binary::Mul, xhat.clone(), mgx)?)?,
-        rstd,
-    )?;
+    let dx = bin::<B>(Binary::Mul, bin::<B>(Binary::Sub, g, bin::<B>(Binary::Mul, xhat.clone(), mgx)?)?, rstd)?;
     let dgamma = sum_leading::<B>(bin::<B>(Binary::Mul, dy, xhat)?)?;
     Ok((dx, dgamma))
 }
@@ -272,6 +258,43 @@ pub fn attention_bwd<B: Backend>(
     Ok((dq, dk, dv))
 }
 
+/// Splits packed `qkv: [B, S, 3, H, Dh]` into `q, k, v: [B, H, S, Dh]`.
+fn unpack_qkv<B: Backend>(qkv: T<B>) -> Result<(T<B>, T<B>, T<B>)> {
+    let s = B::shape(&qkv).to_vec();
+    let (b, t, h, dh) = (s[0], s[1], s[3], s[4]);
+    let p = B::permute(qkv, &[2, 0, 3, 1, 4])?;
+    let pick = |i: usize| B::reshape(B::narrow(p.clone(), 0, i, 1)?, &[b, h, t, dh]);
+    Ok((pick(0)?, pick(1)?, pick(2)?))
+}
+
+/// Packed self-attention: `qkv: [B, S, 3, H, Dh]` (the output of one qkv projection, rows
+/// ordered q, k, v, heads contiguous) → `(o: [B, S, H, Dh], lse: [B, H, S, 1])`; the
+/// attention of [`attention_fwd`] per head.
+pub fn self_attention_fwd<B: Backend>(qkv: T<B>, causal: bool, scale: f32) -> Result<(T<B>, T<B>)> {
+    let (q, k, v) = unpack_qkv::<B>(qkv)?;
+    let (o, lse) = attention_fwd::<B>(q, k, v, causal, scale)?;
+    Ok((B::permute(o, &[0, 2, 1, 3])?, lse))
+}
+
+/// Backward of [`self_attention_fwd`]; returns `dqkv: [B, S, 3, H, Dh]`.
+pub fn self_attention_bwd<B: Backend>(
+    qkv: T<B>,
+    o: T<B>,
+    lse: T<B>,
+    dout: T<B>,
+    causal: bool,
+    scale: f32,
+) -> Result<T<B>> {
+    let s = B::shape(&qkv).to_vec();
+    let (q, k, v) = unpack_qkv::<B>(qkv)?;
+    let o = B::permute(o, &[0, 2, 1, 3])?;
+    let dout = B::permute(dout, &[0, 2, 1, 3])?;
+    let (dq, dk, dv) = attention_bwd::<B>(q, k, v, o, lse, dout, causal, scale)?;
+    let one = [1, s[0], s[3], s[1], s[4]];
+    let stacked = B::concat(vec![B::reshape(dq, &one)?, B::reshape(dk, &one)?, B::reshape(dv, &one)?], 0)?;
+    B::permute(stacked, &[1, 3, 0, 2, 4])
+}
+
 /// Flat indices `i·V + t_i` of the target logits, validated against `V`.
 fn target_positions<B: Backend>(targets: &B::Ids, vocab: usize) -> Result<Vec<u32>> {
     let t = B::ids_to_u32(targets.clone())?;
@@ -316,15 +339,33 @@ pub fn cross_entropy_bwd<B: Backend>(logits: T<B>, targets: B::Ids, lse: T<B>, d
     bin::<B>(Binary::Mul, g, scale)
 }
 
-/// AdamW (decoupled weight decay, PyTorch's update order):
+/// `y = x·wᵀ + b` for `x: [..., in]`, `w: [out, in]`, `b: [out]` (a linear layer).
+pub fn linear<B: Backend>(x: T<B>, w: T<B>, b: Option<T<B>>) -> Result<T<B>> {
+    let xs = B::shape(&x).to_vec();
+    let (out_f, in_f) = (B::shape(&w)[0], B::shape(&w)[1]);
+    let rows = crate::shape::numel(&xs) / in_f.max(1);
+    let mut y = B::matmul(B::reshape(x, &[rows, in_f])?, w, false, true)?;
+    if let Some(b) = b {
+        y = bin::<B>(Binary::Add, y, b)?;
+    }
+    let mut ys = xs;
+    *ys.last_mut().unwrap() = out_f;
+    B::reshape(y, &ys)
+}
+
+/// `Σ x²` over every element, as a rank-0 tensor.
+pub fn sum_squares<B: Backend>(x: T<B>) -> Result<T<B>> {
+    let n = crate::shape::numel(B::shape(&x));
+    let flat = B::reshape(B::unary(Unary::Square, x)?, &[n])?;
+    B::reshape(B::reduce(Reduce::Sum, flat, 0)?, &[])
+}
+
+/// AdamW (decoupled weight decay, PyTorch's update order), gradient first scaled by `grad_scale`:
 /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
 /// `p ← p·(1 − lr·λ) − (lr/bc₁)·m / (√v/√bc₂ + ε)` with `bcᵢ = 1 − βᵢᵗ`.
 pub fn adamw_step<B: Backend>(p: T<B>, g: T<B>, m: T<B>, v: T<B>, h: &super::AdamWStep) -> Result<(T<B>, T<B>, T<B>)> {
-    let m = bin::<B>(
-        Binary::Add,
-        affine::<B>(m, h.beta1, 0.0)?,
-        affine::<B>(g.clone(), 1.0 - h.beta1, 0.0)?,
-    )?;
+    let g = if h.grad_scale != 1.0 { affine::<B>(g, h.grad_scale, 0.0)? } else { g };
+    let m = bin::<B>(Binary::Add, affine::<B>(m, h.beta1, 0.0)?, affine::<B>(g.clone(), 1.0 - h.beta1, 0.0)?)?;
     let v = bin::<B>(
         Binary::Add,
         affine::<B>(v, h.beta2, 0.0)?,

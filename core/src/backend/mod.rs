@@ -133,6 +133,8 @@ pub struct MemoryStats {
     pub live_bytes: usize,
     /// Highest `live_bytes` seen since the last reset.
     pub peak_bytes: usize,
+    /// Bytes of freed buffers a backend keeps for reuse (not counted as live).
+    pub pooled_bytes: usize,
 }
 
 /// The primitive operations every backend implements.

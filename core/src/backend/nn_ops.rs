@@ -20,6 +20,8 @@ pub struct AdamWStep {
     pub step_size: f32,
     /// `1 / √(1 − β₂ᵗ)`.
     pub inv_sqrt_bc2: f32,
+    /// Factor applied to the gradient first (global-norm clipping folded into the update).
+    pub grad_scale: f32,
 }
 
 impl AdamWStep {
@@ -35,7 +37,13 @@ impl AdamWStep {
             decay: (1.0 - lr * wd) as f32,
             step_size: (lr / bc1) as f32,
             inv_sqrt_bc2: (1.0 / libm::sqrt(bc2)) as f32,
+            grad_scale: 1.0,
         }
+    }
+
+    /// The same step with the gradient multiplied by `s` first.
+    pub fn with_grad_scale(self, s: f32) -> Self {
+        Self { grad_scale: s, ..self }
     }
 }
 
@@ -77,6 +85,14 @@ pub trait NnOps<B: Backend> {
     ) -> Result<(T<B>, T<B>, T<B>)> {
         composite::attention_bwd::<B>(q, k, v, o, lse, dout, causal, scale)
     }
+    /// Packed self-attention; see [`composite::self_attention_fwd`]. Returns `(o, lse)`.
+    fn self_attention_fwd(qkv: T<B>, causal: bool, scale: f32) -> Result<(T<B>, T<B>)> {
+        composite::self_attention_fwd::<B>(qkv, causal, scale)
+    }
+    /// Packed self-attention backward; see [`composite::self_attention_bwd`]. Returns `dqkv`.
+    fn self_attention_bwd(qkv: T<B>, o: T<B>, lse: T<B>, dout: T<B>, causal: bool, scale: f32) -> Result<T<B>> {
+        composite::self_attention_bwd::<B>(qkv, o, lse, dout, causal, scale)
+    }
     /// Mean cross-entropy of `logits: [N, V]` against `targets: [N]`; returns `(loss: [], lse: [N, 1])`.
     fn cross_entropy_fwd(logits: T<B>, targets: B::Ids) -> Result<(T<B>, T<B>)> {
         composite::cross_entropy_fwd::<B>(logits, targets)
@@ -84,6 +100,15 @@ pub trait NnOps<B: Backend> {
     /// Cross-entropy backward; `dloss: []`. Returns `dlogits: [N, V]`.
     fn cross_entropy_bwd(logits: T<B>, targets: B::Ids, lse: T<B>, dloss: T<B>) -> Result<T<B>> {
         composite::cross_entropy_bwd::<B>(logits, targets, lse, dloss)
+    }
+    /// Linear layer `x·wᵀ + b`; see [`composite::linear`]. The backward pass is two matrix
+    /// products and a row sum, recorded by the autodiff backend.
+    fn linear(x: T<B>, w: T<B>, b: Option<T<B>>) -> Result<T<B>> {
+        composite::linear::<B>(x, w, b)
+    }
+    /// `Σ x²` over all elements, as a rank-0 tensor (gradient norms).
+    fn sum_squares(x: T<B>) -> Result<T<B>> {
+        composite::sum_squares::<B>(x)
     }
     /// One AdamW update of a parameter and its moments; returns `(param, m, v)`.
     fn adamw_step(p: T<B>, g: T<B>, m: T<B>, v: T<B>, h: &AdamWStep) -> Result<(T<B>, T<B>, T<B>)> {

@@ -51,8 +51,18 @@ const TRANS: &[(&str, &str, &str)] = &[
     ("keeps", "kept", "keep"),
 ];
 const ADVS: &[&str] = &[
-    "slowly", "quietly", "again", "today", "at night", "in the morning", "without a word", "once more", "at last",
-    "for a long time", "happily", "carefully",
+    "slowly",
+    "quietly",
+    "again",
+    "today",
+    "at night",
+    "in the morning",
+    "without a word",
+    "once more",
+    "at last",
+    "for a long time",
+    "happily",
+    "carefully",
 ];
 const PREPS: &[&str] = &["near", "behind", "under", "across", "beside", "beyond", "inside", "above", "toward"];
 const NAMES: &[&str] = &["Anna", "Tom", "Lena", "Marco", "Ivy", "Oscar", "Nora", "Felix", "Clara", "Hugo"];
@@ -91,7 +101,7 @@ impl Gen {
     }
     fn subject(&mut self, out: &mut String) {
         if self.chance(0.25) {
-            out.push_str(*self.pick(NAMES));
+            out.push_str(self.pick::<&str>(NAMES));
         } else {
             self.noun_phrase(out);
         }
@@ -108,13 +118,13 @@ impl Gen {
         }
         if self.chance(0.35) {
             out.push(' ');
-            out.push_str(*self.pick(PREPS));
+            out.push_str(self.pick::<&str>(PREPS));
             out.push(' ');
             self.noun_phrase(out);
         }
         if self.chance(0.3) {
             out.push(' ');
-            out.push_str(*self.pick(ADVS));
+            out.push_str(self.pick::<&str>(ADVS));
         }
     }
     fn clause(&mut self, out: &mut String, past: bool) {
@@ -144,15 +154,15 @@ impl Gen {
                 self.clause(out, false);
                 capitalise(out, q);
                 out.push_str(",\" ");
-                out.push_str(*self.pick(SAYS));
+                out.push_str(self.pick::<&str>(SAYS));
                 out.push(' ');
-                out.push_str(*self.pick(NAMES));
+                out.push_str(self.pick::<&str>(NAMES));
                 out.push('.');
             }
             2 | 3 => {
                 self.clause(out, past);
                 out.push(' ');
-                out.push_str(*self.pick(CONJ));
+                out.push_str(self.pick::<&str>(CONJ));
                 out.push(' ');
                 self.clause(out, past);
                 out.push('.');

@@ -91,10 +91,9 @@ impl CharTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         text.chars()
             .map(|c| {
-                self.chars
-                    .binary_search(&c)
-                    .map(|i| i as u32)
-                    .map_err(|_| Error::Data(format!("character {c:?} is not in the {}-character vocabulary", self.chars.len())))
+                self.chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                    Error::Data(format!("character {c:?} is not in the {}-character vocabulary", self.chars.len()))
+                })
             })
             .collect()
     }

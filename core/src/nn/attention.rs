@@ -1,11 +1,12 @@
 //! Causal multi-head self-attention and the GELU MLP of a transformer block.
-#[allow(unused_imports)] // float methods come from std, or from libm via num-traits under no_std
-use num_traits::Float;
 use super::{dropout, join, ForwardCtx, Linear, Module};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use crate::tensor::Tensor;
+#[allow(unused_imports)]
+// float methods come from std, or from libm via num-traits under no_std
+use num_traits::Float;
 
 /// Causal multi-head self-attention with a packed `qkv` projection (rows ordered q, k, v;
 /// heads are contiguous `d/H` slices) and an output projection.
@@ -21,7 +22,15 @@ pub struct CausalSelfAttention<B: Backend> {
 
 impl<B: Backend> CausalSelfAttention<B> {
     /// Projections ~ N(0, std²) (`proj_std` for the output projection), zero biases.
-    pub fn new(d: usize, n_head: usize, bias: bool, std: f32, proj_std: f32, key: RngKey, dev: &B::Device) -> Result<Self> {
+    pub fn new(
+        d: usize,
+        n_head: usize,
+        bias: bool,
+        std: f32,
+        proj_std: f32,
+        key: RngKey,
+        dev: &B::Device,
+    ) -> Result<Self> {
         if n_head == 0 || d % n_head != 0 {
             return Err(Error::Config(alloc::format!("width {d} is not divisible by {n_head} heads")));
         }
@@ -42,12 +51,9 @@ impl<B: Backend> CausalSelfAttention<B> {
         let (b, t, d) = (s[0], s[1], s[2]);
         let h = self.n_head;
         let hd = d / h;
-        let qkv = self.qkv.forward(x)?.reshape(&[b, t, 3, h, hd])?.permute(&[2, 0, 3, 1, 4])?;
-        let pick = |i: usize| qkv.narrow(0, i, 1)?.reshape(&[b, h, t, hd]);
-        let (q, k, v) = (pick(0)?, pick(1)?, pick(2)?);
-        let y = Tensor::attention(&q, &k, &v, true, 1.0 / (hd as f32).sqrt())?;
-        let y = y.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
-        self.proj.forward(&y)
+        let qkv = self.qkv.forward(x)?.reshape(&[b, t, 3, h, hd])?;
+        let y = Tensor::self_attention(&qkv, true, 1.0 / (hd as f32).sqrt())?;
+        self.proj.forward(&y.reshape(&[b, t, d])?)
     }
 }
 

@@ -32,11 +32,7 @@ impl<B: Backend> Linear<B> {
     }
     /// `x Wᵀ + b`.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        let y = x.matmul_t(&self.weight, false, true)?;
-        match &self.bias {
-            Some(b) => y.add(b),
-            None => Ok(y),
-        }
+        x.linear(&self.weight, self.bias.as_ref())
     }
 }
 

@@ -1,0 +1,490 @@
+//! `protocell bench`: measurements that print a ratio against a baseline measured in the
+//! same run (numpy/OpenBLAS for sgemm, the PyTorch reference under `bench/pytorch/` and
+//! the measured sgemm roofline for training).
+use clap::{Args, Subcommand};
+use protocell_core::backend::Backend;
+use protocell_core::error::{Error, Result};
+use protocell_cpu::{Cpu, CpuDevice};
+use protocell_runtime::config::apply_set;
+use protocell_runtime::{new_session, registry, sys, Device, RunConfig};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+/// Benchmarks.
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Single-threaded sgemm vs numpy (OpenBLAS) on the same machine, plus the all-thread peak.
+    Matmul(MatmulArgs),
+    /// Training step time and tokens/s vs the PyTorch reference and the sgemm roofline.
+    Train(TrainBenchArgs),
+    /// Per-op timings at the shapes of a GPT training step, with achieved GFLOP/s or GB/s
+    /// and the ratio to the measured sgemm peak / memory-copy bandwidth.
+    Ops(OpsArgs),
+}
+
+/// Arguments of `bench ops`.
+#[derive(Args)]
+pub struct OpsArgs {
+    /// Tokens per batch (rows of the activations).
+    #[arg(long, default_value_t = 1024)]
+    tokens: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 128)]
+    width: usize,
+    /// Sequence length (attention).
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `bench matmul`.
+#[derive(Args)]
+pub struct MatmulArgs {
+    /// Square sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![256usize, 512, 1024])]
+    sizes: Vec<usize>,
+    /// Skip the numpy baseline.
+    #[arg(long)]
+    no_numpy: bool,
+    /// Python interpreter with numpy.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `bench train`.
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// Model.
+    #[arg(long, default_value = "gpt")]
+    model: String,
+    /// Preset.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Configuration overrides, as for `train`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Also time the PyTorch reference (bench/pytorch/) with the same configuration.
+    #[arg(long)]
+    pytorch: bool,
+    /// Python interpreter with torch.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Path of the PyTorch reference directory.
+    #[arg(long)]
+    pytorch_dir: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+    /// Print a per-op time breakdown of the CPU backend.
+    #[arg(long)]
+    profile: bool,
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Matmul(a) => matmul(a),
+        BenchCmd::Train(a) => train(a),
+        BenchCmd::Ops(a) => ops(a),
+    }
+}
+
+/// Best-of-5 GFLOP/s of `Cpu::matmul` on `n×n` in the current rayon pool.
+fn sgemm_gflops(n: usize) -> Result<f64> {
+    let a = Cpu::from_f32(&protocell_core_values(n * n, 1), &[n, n], &CpuDevice)?;
+    let b = Cpu::from_f32(&protocell_core_values(n * n, 2), &[n, n], &CpuDevice)?;
+    let flops = 2.0 * (n as f64).powi(3);
+    let reps = ((0.25e9 / flops).ceil() as usize).clamp(2, 2000);
+    let _ = Cpu::matmul(a.clone(), b.clone(), false, false)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            let c = Cpu::matmul(a.clone(), b.clone(), false, false)?;
+            std::hint::black_box(&c);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    Ok(flops / best / 1e9)
+}
+
+fn protocell_core_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = protocell_core::rng::Philox::new(protocell_core::RngKey::new(seed));
+    (0..n).map(|_| r.next_f32() - 0.5).collect()
+}
+
+fn single_thread<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| Error::Backend(e.to_string()))?;
+    Ok(pool.install(f))
+}
+
+const NUMPY_SGEMM: &str = r#"
+import json, sys, time
+import numpy as np
+out = {}
+for n in map(int, sys.argv[1].split(",")):
+    a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32)
+    flops = 2.0 * n ** 3
+    reps = min(2000, max(2, int(0.25e9 / flops + 0.999)))
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(reps):
+            c = a @ b
+        best = min(best, (time.perf_counter() - t) / reps)
+    out[str(n)] = flops / best / 1e9
+print(json.dumps({"numpy": np.__version__, "gflops": out}))
+"#;
+
+fn numpy_gflops(python: &str, sizes: &[usize]) -> Result<Value> {
+    let list = sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",");
+    let out = Command::new(python)
+        .args(["-c", NUMPY_SGEMM, &list])
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .env("OMP_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .output()
+        .map_err(|e| Error::Unavailable(format!("cannot run {python}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Unavailable(format!(
+            "numpy baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| Error::Backend(format!("numpy baseline output: {e}")))
+}
+
+fn matmul(a: MatmulArgs) -> Result<()> {
+    if a.sizes.iter().any(|&n| n == 0 || n > 8192) {
+        return Err(Error::InvalidArgument("sizes must be in 1..=8192".into()));
+    }
+    let ours: Vec<f64> = single_thread(|| a.sizes.iter().map(|&n| sgemm_gflops(n)).collect::<Result<Vec<_>>>())??;
+    let peak_all = sgemm_gflops(1024)?;
+    let numpy = if a.no_numpy { None } else { Some(numpy_gflops(&a.python, &a.sizes)) };
+    let mut rows = Vec::new();
+    for (i, &n) in a.sizes.iter().enumerate() {
+        let np = numpy.as_ref().and_then(|r| r.as_ref().ok()).and_then(|v| v["gflops"][n.to_string()].as_f64());
+        rows.push(json!({"n": n, "protocell_gflops": ours[i], "numpy_gflops": np, "ratio": np.map(|x| ours[i] / x)}));
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"single_thread": rows, "all_threads_gflops_1024": peak_all, "threads": protocell_cpu::num_threads(),
+                   "numpy": numpy.as_ref().map(|r| match r { Ok(v) => v["numpy"].clone(), Err(e) => json!(e.to_string()) })})
+        );
+        return Ok(());
+    }
+    println!("single-thread sgemm (C = A·B, n×n, f32), best of 5");
+    println!("{:>6} {:>14} {:>14} {:>8}", "n", "protocell GF/s", "numpy GF/s", "ratio");
+    for r in &rows {
+        let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+        let ratio = r["ratio"].as_f64().map_or("-".to_string(), |x| format!("{x:.3}"));
+        println!("{:>6} {:>14} {:>14} {:>8}", r["n"], f(&r["protocell_gflops"]), f(&r["numpy_gflops"]), ratio);
+    }
+    match &numpy {
+        Some(Err(e)) => {
+            println!("numpy baseline unavailable ({e}); run `pip install numpy` and repeat")
+        }
+        None => println!("numpy baseline skipped"),
+        _ => {}
+    }
+    println!("all {} threads, n = 1024: {peak_all:.1} GFLOP/s", protocell_cpu::num_threads());
+    Ok(())
+}
+
+/// Training FLOPs of one step (forward + backward ≈ 3× forward matmul FLOPs), when known.
+fn step_flops(run: &RunConfig) -> Option<f64> {
+    match run.arch.as_str() {
+        "gpt" => {
+            let cfg: protocell_core::models::GptConfig = serde_json::from_value(run.model.clone()).ok()?;
+            let tokens = run.train.batch_size * run.train.seq_len;
+            Some(3.0 * cfg.forward_flops(tokens, run.train.seq_len))
+        }
+        _ => None,
+    }
+}
+
+fn pytorch_script(a: &TrainBenchArgs) -> PathBuf {
+    a.pytorch_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch"))
+        .join(format!("{}.py", a.model))
+}
+
+fn run_pytorch(a: &TrainBenchArgs, run: &RunConfig) -> Result<Value> {
+    let script = pytorch_script(a);
+    if !script.exists() {
+        return Err(Error::Unavailable(format!("no PyTorch reference for {} at {}", a.model, script.display())));
+    }
+    let threads = protocell_cpu::num_threads().to_string();
+    let cfg = serde_json::to_string(&json!({"model": run.model, "train": run.train})).unwrap_or_default();
+    let out = Command::new(&a.python)
+        .arg(&script)
+        .args([
+            "--config",
+            &cfg,
+            "--steps",
+            &a.steps.to_string(),
+            "--warmup",
+            &a.warmup.to_string(),
+            "--threads",
+            &threads,
+        ])
+        .env("PYTHONUNBUFFERED", "1")
+        .output()
+        .map_err(|e| Error::Unavailable(format!("cannot run {}: {e}", a.python)))?;
+    if !out.status.success() {
+        return Err(Error::Unavailable(format!(
+            "PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
+    serde_json::from_str(&last).map_err(|e| Error::Backend(format!("PyTorch reference output {last:?}: {e}")))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn train(a: TrainBenchArgs) -> Result<()> {
+    let mut v = registry::preset(&a.model, a.preset.as_deref())?.to_value();
+    v["train"]["steps"] = json!(a.steps + a.warmup);
+    v["train"]["warmup"] = json!(0);
+    v["train"]["data"]["corpus_bytes"] = json!(256 << 10);
+    for s in &a.sets {
+        apply_set(&mut v, s)?;
+    }
+    let run = RunConfig::from_value(v)?;
+    let mut session = new_session(run.clone(), Device::Cpu)?;
+    for _ in 0..a.warmup {
+        session.train_step()?;
+    }
+    let mut times = Vec::new();
+    let mut tokens = 0;
+    protocell_cpu::set_profiling(a.profile);
+    for _ in 0..a.steps {
+        let s = session.train_step()?;
+        times.push(s.seconds);
+        tokens = s.tokens;
+    }
+    protocell_cpu::set_profiling(false);
+    let total: f64 = times.iter().sum();
+    let ms = median(&mut times) * 1e3;
+    let tps = tokens as f64 / (ms / 1e3);
+    let flops = step_flops(&run);
+    let peak = sgemm_gflops(1024)?;
+    let roofline_ms = flops.map(|f| f / (peak * 1e9) * 1e3);
+    let torch = if a.pytorch { Some(run_pytorch(&a, &run)) } else { None };
+    let torch_ms = torch.as_ref().and_then(|r| r.as_ref().ok()).and_then(|v| v["ms_per_step"].as_f64());
+    let report = json!({
+        "model": run.arch, "preset": run.preset, "threads": protocell_cpu::num_threads(),
+        "batch_size": run.train.batch_size, "seq_len": run.train.seq_len, "params": session.num_params(),
+        "ms_per_step": ms, "tokens_per_s": tps, "gflop_per_step": flops.map(|f| f / 1e9),
+        "achieved_gflops": flops.map(|f| f / (ms / 1e3) / 1e9), "sgemm_peak_gflops": peak,
+        "roofline_ms": roofline_ms, "fraction_of_roofline": roofline_ms.map(|r| r / ms),
+        "pytorch": torch.as_ref().map(|r| match r { Ok(v) => v.clone(), Err(e) => json!({"error": e.to_string()}) }),
+        "speedup_vs_pytorch": torch_ms.map(|t| t / ms), "peak_rss_bytes": sys::peak_rss_bytes(),
+    });
+    if a.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "{} ({}) training step, batch {} × seq {}, {} threads, {} parameters",
+        run.arch,
+        run.preset,
+        run.train.batch_size,
+        run.train.seq_len,
+        protocell_cpu::num_threads(),
+        session.num_params()
+    );
+    println!("protocell      {ms:8.2} ms/step  {tps:9.0} tokens/s");
+    if let (Some(f), Some(r)) = (flops, roofline_ms) {
+        println!("work           {:8.2} GFLOP/step; achieved {:.1} GFLOP/s", f / 1e9, f / (ms / 1e3) / 1e9);
+        println!(
+            "roofline       {r:8.2} ms/step at the measured sgemm peak {peak:.1} GFLOP/s -> {:.0}% of roofline",
+            100.0 * r / ms
+        );
+    }
+    if a.profile {
+        let rows = protocell_cpu::profile_report();
+        let inside: f64 = rows.iter().map(|r| r.2).sum();
+        println!("per-op time (CPU backend), per step:");
+        for (op, calls, sec) in rows {
+            println!(
+                "  {op:<22} {:>7.1} calls {:>8.2} ms {:>6.1}%",
+                calls as f64 / a.steps as f64,
+                sec * 1e3 / a.steps as f64,
+                100.0 * sec / total
+            );
+        }
+        println!(
+            "  {:<22} {:>15} {:>8.2} ms {:>6.1}%",
+            "(outside the backend)",
+            "",
+            (total - inside) * 1e3 / a.steps as f64,
+            100.0 * (total - inside) / total
+        );
+    }
+    match (&torch, torch_ms) {
+        (Some(Ok(_)), Some(t)) => println!(
+            "pytorch        {t:8.2} ms/step  {:9.0} tokens/s -> protocell is {:.2}x",
+            tokens as f64 / (t / 1e3),
+            t / ms
+        ),
+        (Some(Err(e)), _) => println!("pytorch        unavailable: {e}"),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Median seconds of `f` over enough repetitions to fill about 0.2 s.
+fn time_it(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let t = Instant::now();
+    f()?;
+    let once = t.elapsed().as_secs_f64().max(1e-7);
+    let reps = ((0.2 / once) as usize).clamp(3, 10_000);
+    let mut v = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64());
+    }
+    Ok(median(&mut v))
+}
+
+fn ops(a: OpsArgs) -> Result<()> {
+    use protocell_core::backend::{AdamWStep, Binary, NnOps, Unary};
+    type B = Cpu;
+    let dev = CpuDevice;
+    let (n, d, s, h) = (a.tokens, a.width, a.seq, a.heads);
+    if n == 0 || d == 0 || s == 0 || h == 0 || n % s != 0 || d % h != 0 {
+        return Err(Error::InvalidArgument("need tokens divisible by seq and width divisible by heads".into()));
+    }
+    let t = |shape: &[usize], seed: u64| B::from_f32(&protocell_core_values(shape.iter().product(), seed), shape, &dev);
+    let x = t(&[n, d], 1)?;
+    let x4 = t(&[n, 4 * d], 2)?;
+    let w = t(&[4 * d, d], 3)?;
+    let g = t(&[d], 4)?;
+    let bsz = n / s;
+    let q = t(&[bsz, h, s, d / h], 5)?;
+    let logits = t(&[n, 256], 6)?;
+    let ids = B::ids_from_u32(&(0..n as u32).map(|i| i % 256).collect::<Vec<_>>(), &[n], &dev)?;
+    let copy_gbs = {
+        let src = vec![1.0f32; 1 << 24];
+        let mut dst = vec![0.0f32; 1 << 24];
+        let sec = time_it(|| {
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&dst);
+            Ok(())
+        })?;
+        2.0 * 4.0 * (1 << 24) as f64 / sec / 1e9
+    };
+    let peak = sgemm_gflops(1024)?;
+    let mut rows: Vec<(String, f64, Option<f64>, Option<f64>)> = Vec::new();
+    let mut flop = |name: &str, flops: f64, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let sec = time_it(f)?;
+        rows.push((name.to_string(), sec, Some(flops / sec / 1e9), None));
+        Ok(())
+    };
+    flop(&format!("matmul [{n},{d}]x[{d},{}]", 4 * d), 2.0 * (n * d * 4 * d) as f64, &mut || {
+        B::matmul(x.clone(), w.clone(), false, true).map(drop)
+    })?;
+    flop(&format!("matmul [{n},{}]x[{},{d}]", 4 * d, 4 * d), 2.0 * (n * d * 4 * d) as f64, &mut || {
+        B::matmul(x4.clone(), w.clone(), false, false).map(drop)
+    })?;
+    flop(&format!("matmul dW [{}x{n}]x[{n}x{d}]", 4 * d), 2.0 * (n * d * 4 * d) as f64, &mut || {
+        B::matmul(x4.clone(), x.clone(), true, false).map(drop)
+    })?;
+    let attn_flops = 4.0 * (bsz * h * s * s * (d / h)) as f64;
+    flop(&format!("attention fwd [{bsz},{h},{s},{}] causal", d / h), attn_flops, &mut || {
+        B::attention_fwd(q.clone(), q.clone(), q.clone(), true, 0.125).map(drop)
+    })?;
+    let (o, lse) = B::attention_fwd(q.clone(), q.clone(), q.clone(), true, 0.125)?;
+    flop("attention bwd (same shape)", 2.0 * attn_flops, &mut || {
+        B::attention_bwd(q.clone(), q.clone(), q.clone(), o.clone(), lse.clone(), q.clone(), true, 0.125).map(drop)
+    })?;
+    let mut mem = |name: &str, bytes: f64, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let sec = time_it(f)?;
+        rows.push((name.to_string(), sec, None, Some(bytes / sec / 1e9)));
+        Ok(())
+    };
+    let e = (n * d) as f64 * 4.0;
+    let e4 = (n * 4 * d) as f64 * 4.0;
+    mem(&format!("add [{n},{d}]"), 3.0 * e, &mut || B::binary(Binary::Add, x.clone(), x.clone()).map(drop))?;
+    mem(&format!("bias add [{n},{}]+[{}]", 4 * d, 4 * d), 2.0 * e4, &mut || {
+        B::binary(Binary::Add, x4.clone(), B::full(0.5, &[4 * d], &dev)?).map(drop)
+    })?;
+    mem(&format!("gelu [{n},{}]", 4 * d), 2.0 * e4, &mut || B::unary(Unary::Gelu, x4.clone()).map(drop))?;
+    let y4 = B::unary(Unary::Gelu, x4.clone())?;
+    mem(&format!("gelu grad [{n},{}]", 4 * d), 4.0 * e4, &mut || {
+        B::unary_grad(Unary::Gelu, x4.clone(), y4.clone(), x4.clone()).map(drop)
+    })?;
+    mem(&format!("layer norm fwd [{n},{d}]"), 2.0 * e, &mut || {
+        B::layer_norm_fwd(x.clone(), g.clone(), g.clone(), 1e-5).map(drop)
+    })?;
+    let (_, m, r) = B::layer_norm_fwd(x.clone(), g.clone(), g.clone(), 1e-5)?;
+    mem(&format!("layer norm bwd [{n},{d}]"), 3.0 * e, &mut || {
+        B::layer_norm_bwd(x.clone(), g.clone(), m.clone(), r.clone(), x.clone()).map(drop)
+    })?;
+    mem(&format!("permute [{bsz},{s},{h},{}]", d / h), 2.0 * e, &mut || {
+        B::permute(B::reshape(x.clone(), &[bsz, s, h, d / h])?, &[0, 2, 1, 3]).map(drop)
+    })?;
+    mem(&format!("softmax [{n},256]"), 2.0 * n as f64 * 1024.0, &mut || B::softmax(logits.clone()).map(drop))?;
+    mem(&format!("cross-entropy fwd+bwd [{n},256]"), 3.0 * n as f64 * 1024.0, &mut || {
+        let (l, lse) = B::cross_entropy_fwd(logits.clone(), ids.clone())?;
+        B::cross_entropy_bwd(logits.clone(), ids.clone(), lse, l).map(drop)
+    })?;
+    let hstep = AdamWStep::new(1e-3, 0.9, 0.999, 1e-8, 0.1, 10);
+    mem(&format!("adamw [{}]", 4 * d * d), 7.0 * (4 * d * d) as f64 * 4.0, &mut || {
+        B::adamw_step(w.clone(), w.clone(), w.clone(), w.clone(), &hstep).map(drop)
+    })?;
+    if a.json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(name, sec, gf, gb)| {
+                json!({"op": name, "us": sec * 1e6, "gflops": gf, "gbs": gb,
+                "fraction_of_sgemm_peak": gf.map(|x| x / peak), "fraction_of_copy_bw": gb.map(|x| x / copy_gbs)})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"backend": B::name(), "threads": protocell_cpu::num_threads(), "sgemm_peak_gflops": peak, "copy_gbs": copy_gbs, "ops": v})
+        );
+        return Ok(());
+    }
+    println!(
+        "backend {} ({} threads); sgemm peak {peak:.1} GFLOP/s, memcpy {copy_gbs:.1} GB/s",
+        B::name(),
+        protocell_cpu::num_threads()
+    );
+    println!("{:<44} {:>10} {:>12} {:>8}", "op", "µs", "rate", "of peak");
+    for (name, sec, gf, gb) in &rows {
+        let (rate, frac) = match (gf, gb) {
+            (Some(g), _) => (format!("{g:.1} GF/s"), g / peak),
+            (_, Some(b)) => (format!("{b:.1} GB/s"), b / copy_gbs),
+            _ => (String::new(), 0.0),
+        };
+        println!("{name:<44} {:>10.1} {rate:>12} {:>7.0}%", sec * 1e6, 100.0 * frac);
+    }
+    Ok(())
+}
