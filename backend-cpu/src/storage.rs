@@ -2,9 +2,11 @@
 //! high-water mark of `protocell train --json`) and a size-keyed pool of freed buffers.
 //!
 //! A training step allocates the same buffer sizes every step; recycling them avoids a
-//! `memset` and, for large buffers, the page faults of a fresh `mmap` on every op. The pool
-//! holds at most [`POOL_CAP_BYTES`]; buffers below [`POOL_MIN_LEN`] elements go straight
-//! back to the allocator.
+//! `memset` and, for large buffers, the page faults of a fresh `mmap` on every op. Buffers
+//! are allocated with a capacity rounded up to a size class (powers of two split in four,
+//! so at most 25 % slack), which lets tensors of nearby sizes (a growing generation
+//! context, say) share buffers. The pool holds at most [`POOL_CAP_BYTES`]; buffers below
+//! [`POOL_MIN_LEN`] elements go straight back to the allocator.
 use protocell_core::backend::MemoryStats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,23 +18,33 @@ static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 static POOLED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Largest total size of pooled (free) buffers.
-pub const POOL_CAP_BYTES: usize = 512 << 20;
+pub const POOL_CAP_BYTES: usize = 256 << 20;
 /// Smallest buffer (in elements) worth pooling.
 pub const POOL_MIN_LEN: usize = 1024;
 
 static POOL: Mutex<Option<HashMap<usize, Vec<Vec<f32>>>>> = Mutex::new(None);
 
+/// Capacity class of a buffer of `n` elements: `2^k · {1, 1.25, 1.5, 1.75}`, the smallest ≥ `n`.
+fn size_class(n: usize) -> usize {
+    if n <= 4 {
+        return n;
+    }
+    let top = usize::BITS - 1 - n.leading_zeros(); // 2^top ≤ n < 2^(top+1)
+    let quarter = 1usize << (top - 2);
+    n.div_ceil(quarter) * quarter
+}
+
 fn recycle(v: Vec<f32>) {
-    let n = v.len();
-    if n < POOL_MIN_LEN || v.capacity() != n {
+    let cap = v.capacity();
+    if v.len() < POOL_MIN_LEN || cap != size_class(cap) {
         return;
     }
-    let bytes = n * 4;
+    let bytes = cap * 4;
     if POOLED_BYTES.load(Ordering::Relaxed) + bytes > POOL_CAP_BYTES {
         return;
     }
     if let Ok(mut g) = POOL.lock() {
-        g.get_or_insert_with(HashMap::new).entry(n).or_default().push(v);
+        g.get_or_insert_with(HashMap::new).entry(cap).or_default().push(v);
         POOLED_BYTES.fetch_add(bytes, Ordering::Relaxed);
     }
 }
@@ -40,15 +52,26 @@ fn recycle(v: Vec<f32>) {
 /// A buffer of `n` elements with unspecified (but initialised) contents: for kernels that
 /// overwrite every element.
 pub(crate) fn alloc(n: usize) -> Vec<f32> {
-    if n >= POOL_MIN_LEN {
-        if let Ok(mut g) = POOL.lock() {
-            if let Some(v) = g.as_mut().and_then(|m| m.get_mut(&n)).and_then(Vec::pop) {
-                POOLED_BYTES.fetch_sub(n * 4, Ordering::Relaxed);
-                return v;
-            }
-        }
+    if n < POOL_MIN_LEN {
+        return vec![0.0; n];
     }
-    vec![0.0; n]
+    let class = size_class(n);
+    let pooled = POOL.lock().ok().and_then(|mut g| g.as_mut().and_then(|m| m.get_mut(&class)).and_then(Vec::pop));
+    let mut v = match pooled {
+        Some(v) => {
+            POOLED_BYTES.fetch_sub(class * 4, Ordering::Relaxed);
+            v
+        }
+        None => Vec::with_capacity(class),
+    };
+    // a recycled buffer keeps its old (initialised) contents: shrinking writes nothing, and
+    // growing initialises only the new tail; the kernels overwrite every element
+    if v.len() >= n {
+        v.truncate(n);
+    } else {
+        v.resize(n, 0.0);
+    }
+    v
 }
 
 /// A zero-filled buffer of `n` elements.
@@ -108,5 +131,19 @@ pub fn trim_pool() {
     if let Ok(mut g) = POOL.lock() {
         *g = None;
         POOLED_BYTES.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_bound_slack() {
+        for n in [5usize, 7, 8, 9, 1000, 1024, 1025, 4097, 123_457, 1 << 20] {
+            let c = size_class(n);
+            assert!(c >= n && (c as f64) <= n as f64 * 1.25 + 1.0, "{n} -> {c}");
+            assert_eq!(size_class(c), c, "class of a class is itself ({n} -> {c})");
+        }
     }
 }

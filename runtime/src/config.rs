@@ -80,9 +80,9 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The learning-rate schedule.
+    /// The learning-rate schedule (a warmup longer than the run is cut to the run).
     pub fn schedule(&self) -> Schedule {
-        Schedule { lr: self.lr, min_lr: self.min_lr, warmup: self.warmup, total: self.steps }
+        Schedule { lr: self.lr, min_lr: self.min_lr, warmup: self.warmup.min(self.steps), total: self.steps }
     }
 
     /// Rejects out-of-range values with a message naming the field.
@@ -98,9 +98,6 @@ impl TrainConfig {
             return bad(format!("train.seq_len {} must be in 1..=1048576", self.seq_len));
         }
         self.schedule().validate()?;
-        if self.warmup > self.steps {
-            return bad(format!("train.warmup {} exceeds train.steps {}", self.warmup, self.steps));
-        }
         self.optim.validate()?;
         if self.eval_batches == 0 || self.eval_batches > 100_000 {
             return bad(format!("train.eval_batches {} must be in 1..=100000", self.eval_batches));

@@ -57,3 +57,15 @@ pub fn shared_dir() -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
     p.is_dir().then_some(p)
 }
+
+/// A proptest runner: deterministic (the same cases on every run, so CI is reproducible)
+/// unless `PROTOCELL_PROPTEST_RANDOM=1` asks for fresh random cases to explore.
+pub fn runner(cases: u32) -> proptest::test_runner::TestRunner {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    if std::env::var("PROTOCELL_PROPTEST_RANDOM").is_ok_and(|v| v == "1") {
+        TestRunner::new(config)
+    } else {
+        TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
+    }
+}

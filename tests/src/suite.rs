@@ -3,7 +3,7 @@
 use crate::reference::{self as naive, H};
 use crate::{close, Tol};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use protocell_core::backend::{self as be, AdamWStep, Backend, Binary, Dist, Reduce, Unary};
 use protocell_core::error::Result;
 use protocell_core::rng::RngKey;
@@ -707,7 +707,7 @@ pub fn run_property(
     for c in large_cases() {
         check(&c).map_err(|e| format!("large case {}: {e}", short(&c)))?;
     }
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let mut runner = crate::runner(cases);
     runner
         .run(&arb_case(), |c| check(&c).map_err(|e| TestCaseError::fail(format!("{}: {e}", short(&c)))))
         .map_err(|e| e.to_string())

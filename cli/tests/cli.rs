@@ -1,0 +1,242 @@
+//! The `protocell` binary end to end: a tiny training run, generation, evaluation,
+//! inspection, resume, and every kind of bad input (clear error, non-zero exit, no panic).
+use protocell_core::record::Checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_protocell"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("protocell-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A failed run: non-zero exit, an `error:` line mentioning `needle`, and no panic.
+fn fails_with(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.contains("error:"), "no error line: {err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "expected {needle:?} in: {err}");
+}
+
+/// The tiny preset cut down further so that a debug build trains it in a second or two.
+const SMALL: &[&str] = &[
+    "--preset",
+    "tiny",
+    "--set",
+    "model.d_model=32",
+    "--set",
+    "model.ctx_len=32",
+    "--set",
+    "train.seq_len=32",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.data.corpus_bytes=20000",
+    "--set",
+    "train.eval_every=10",
+    "--set",
+    "train.checkpoint_every=10",
+    "--set",
+    "train.eval_batches=2",
+];
+
+fn train(out: &Path, steps: u64, extra: &[&str]) -> Output {
+    bin()
+        .args(["train", "--json", "--steps", &steps.to_string(), "--sample-tokens", "20", "--out"])
+        .arg(out)
+        .args(SMALL)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn train_generate_eval_inspect() {
+    let dir = tmp("main");
+    let out = dir.join("run");
+    let o = train(&out, 30, &[]);
+    let summary: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    for key in ["final_loss", "val_loss", "params", "tokens_per_s", "peak_rss_bytes"] {
+        assert!(!summary[key].is_null(), "summary lacks {key}: {summary}");
+    }
+    assert!(summary["val_loss"].as_f64().unwrap() < 5.0);
+    for f in ["model.ckpt", "metrics.jsonl", "loss.png", "config.json"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"loss\"")).count(), 30);
+    assert!(metrics.lines().any(|l| l.contains("val_loss")));
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    let ckpt = out.join("model.ckpt");
+    let gen = |seed: &str, temp: &str| {
+        let o = bin()
+            .args(["generate", "--json", "--prompt", "The ", "--tokens", "24", "--seed", seed, "--temperature", temp])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+        v["tokens"].as_array().unwrap().len()
+    };
+    assert_eq!(gen("1", "0.8"), 24);
+    let a =
+        bin().args(["generate", "--temperature", "0", "--tokens", "16", "--checkpoint"]).arg(&ckpt).output().unwrap();
+    let b =
+        bin().args(["generate", "--temperature", "0", "--tokens", "16", "--checkpoint"]).arg(&ckpt).output().unwrap();
+    assert_eq!(ok(&a), ok(&b));
+
+    let text = dir.join("eval.txt");
+    std::fs::write(&text, "The quiet cat slept near the old river. A bird sang at night.\n".repeat(20)).unwrap();
+    let o = bin().args(["eval", "--json", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&text).output().unwrap();
+    let e: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    let (loss, bpb) = (e["loss"].as_f64().unwrap(), e["bits_per_byte"].as_f64().unwrap());
+    assert!(loss.is_finite() && loss > 0.0 && (bpb - loss / std::f64::consts::LN_2).abs() < 1e-9);
+
+    let o = bin().args(["inspect", "--json"]).arg(&ckpt).output().unwrap();
+    let i: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(i["arch"], "gpt");
+    assert_eq!(i["train"]["step"], 30);
+    let o = bin().args(["inspect"]).arg(&ckpt).output().unwrap();
+    assert!(ok(&o).contains("architecture  gpt"));
+}
+
+/// `train --stop-after N` then `train --resume` ends in exactly the state of a straight run.
+#[test]
+fn cli_resume_matches_straight_run() {
+    let dir = tmp("resume");
+    ok(&train(&dir.join("straight"), 20, &[]));
+    ok(&train(&dir.join("split"), 20, &["--stop-after", "10"]));
+    let o = bin()
+        .args(["train", "--json", "--sample-tokens", "0", "--resume"])
+        .arg(dir.join("split/model.ckpt"))
+        .output()
+        .unwrap();
+    ok(&o);
+    let a = Checkpoint::decode(&std::fs::read(dir.join("straight/model.ckpt")).unwrap()).unwrap();
+    let b = Checkpoint::decode(&std::fs::read(dir.join("split/model.ckpt")).unwrap()).unwrap();
+    assert_eq!(a.train.as_ref().unwrap().step, 20);
+    assert_eq!(b.train.as_ref().unwrap().step, 20);
+    for (x, y) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(x.name, y.name);
+        assert!(x.data.iter().zip(&y.data).all(|(p, q)| p.to_bits() == q.to_bits()), "{} differs", x.name);
+    }
+}
+
+#[test]
+fn bad_data_files() {
+    let dir = tmp("data");
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("empty.txt", b"", "empty"),
+        ("binary.bin", &[0x7f, b'E', b'L', b'F', 0, 1, 2], "binary"),
+        ("latin1.txt", &[b'c', b'a', b'f', 0xe9, b' ', b'!'], "UTF-8"),
+        ("short.txt", b"too short to hold a window", "too short"),
+    ];
+    for (name, bytes, needle) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let o = train(&dir.join("out"), 5, &["--data", p.to_str().unwrap()]);
+        fails_with(&o, needle);
+    }
+    fails_with(&train(&dir.join("out"), 5, &["--data", "/nonexistent/file.txt"]), "cannot open");
+}
+
+#[test]
+fn bad_configuration() {
+    let dir = tmp("config");
+    let out = dir.join("out");
+    fails_with(&bin().args(["train", "--model", "no-such-model"]).output().unwrap(), "unknown model");
+    fails_with(&bin().args(["train", "--preset", "huge"]).output().unwrap(), "unknown preset");
+    fails_with(&train(&out, 5, &["--set", "train.lr=-1"]), "learning rate");
+    fails_with(&train(&out, 5, &["--set", "model.n_head=3"]), "divisible");
+    fails_with(&train(&out, 5, &["--set", "no_such_key=1"]), "unknown configuration key");
+    fails_with(&train(&out, 5, &["--set", "train.batch_size=0"]), "batch_size");
+    fails_with(&train(&out, 5, &["--set", "model.dropout=1.5"]), "dropout");
+    fails_with(&train(&out, 5, &["--set", "train.seq_len=64"]), "context length");
+    fails_with(&train(&out, 5, &["--backend", "tpu"]), "unknown backend");
+    fails_with(&train(&out, 5, &["--backend", "cuda"]), "CUDA unavailable");
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "[train\nlr = ").unwrap();
+    fails_with(&train(&out, 5, &["--config", bad_toml.to_str().unwrap()]), "invalid TOML");
+    let good = dir.join("good.json");
+    std::fs::write(&good, r#"{"train": {"optim": {"weight_decay": 0.0}}, "model": {"n_layer": 1}}"#).unwrap();
+    let o = train(&out, 3, &["--config", good.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert!(v["params"].as_u64().unwrap() < 30_000, "n_layer=1 from the config file was not applied: {v}");
+}
+
+#[test]
+fn bad_checkpoints() {
+    let dir = tmp("ckpt");
+    let run = dir.join("run");
+    ok(&train(&run, 4, &[]));
+    let good = std::fs::read(run.join("model.ckpt")).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let truncated = write("truncated.ckpt", &good[..good.len() / 2]);
+    let mut flipped_bytes = good.clone();
+    let mid = flipped_bytes.len() - 100;
+    flipped_bytes[mid] ^= 0x40;
+    let flipped = write("flipped.ckpt", &flipped_bytes);
+    let random =
+        write("random.ckpt", &(0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>());
+    let text = write("text.ckpt", b"hello, I am not a checkpoint");
+    for (p, needle) in
+        [(&truncated, "truncated"), (&flipped, "corrupted"), (&random, "not a protocell"), (&text, "not a protocell")]
+    {
+        for cmd in [&["inspect"][..], &["generate", "--checkpoint"][..]] {
+            let o = bin().args(cmd).arg(p).output().unwrap();
+            fails_with(&o, needle);
+        }
+        let o = bin().args(["train", "--resume"]).arg(p).output().unwrap();
+        fails_with(&o, needle);
+    }
+    fails_with(&bin().args(["inspect", "/nonexistent.ckpt"]).output().unwrap(), "cannot read");
+    let o = bin().args(["generate", "--temperature=-1", "--checkpoint"]).arg(run.join("model.ckpt")).output().unwrap();
+    fails_with(&o, "temperature");
+    let o = bin().args(["generate", "--prompt", "", "--checkpoint"]).arg(run.join("model.ckpt")).output().unwrap();
+    fails_with(&o, "empty");
+}
+
+/// A run that diverges to a non-finite loss stops with a message and keeps the last good
+/// checkpoint. The divergence is real: the resumed weights hold a finite value so large
+/// (3·10³⁸) that the embedding sum overflows to infinity in the forward pass.
+#[test]
+fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
+    let dir = tmp("nan");
+    let run = dir.join("run");
+    ok(&train(&run, 10, &["--stop-after", "4"]));
+    let path = run.join("model.ckpt");
+    let mut c = Checkpoint::decode(&std::fs::read(&path).unwrap()).unwrap();
+    let wte = c.tensors.iter_mut().find(|t| t.name == "wte.weight").unwrap();
+    wte.data.iter_mut().for_each(|v| *v = 3.0e38);
+    let poisoned = c.encode().unwrap();
+    std::fs::write(&path, &poisoned).unwrap();
+    let o = bin().args(["train", "--resume"]).arg(&path).output().unwrap();
+    fails_with(&o, "non-finite");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("training stopped"), "{err}");
+    // nothing overwrote the checkpoint the run started from
+    assert_eq!(std::fs::read(&path).unwrap(), poisoned);
+}
