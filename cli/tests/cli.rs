@@ -240,3 +240,26 @@ fn non_finite_loss_stops_and_keeps_last_good_checkpoint() {
     // nothing overwrote the checkpoint the run started from
     assert_eq!(std::fs::read(&path).unwrap(), poisoned);
 }
+
+/// Training and evaluation on real text (`../shared/data/shakespeare.txt` when present).
+#[test]
+fn trains_on_shared_corpus_when_present() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/shakespeare.txt");
+    if !path.exists() {
+        println!("skipped: {} is not present (it ships with the project's shared/ folder)", path.display());
+        return;
+    }
+    let dir = tmp("shakespeare");
+    let o = train(&dir.join("run"), 12, &["--data", path.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert!(v["val_loss"].as_f64().unwrap() < 5.5, "{v}");
+    let o = bin()
+        .args(["eval", "--json", "--batch", "16", "--checkpoint"])
+        .arg(dir.join("run/model.ckpt"))
+        .arg("--data")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert!(e["tokens"].as_u64().unwrap() > 900_000, "{e}");
+}

@@ -113,3 +113,21 @@ fn unavailable_backends_are_clear_errors() {
     let e = new_session(small_run(2, 0.0), Device::Wgpu(0)).err().unwrap().to_string();
     assert!(e.contains("wgpu"), "{e}");
 }
+
+/// The library snippet of README.md, verbatim.
+#[test]
+fn readme_library_example() -> protocell_core::Result<()> {
+    use protocell_core::{
+        models::{Gpt, GptConfig, LanguageModel},
+        nn::ForwardCtx,
+        Autodiff, Ids, RngKey,
+    };
+    use protocell_cpu::{Cpu, CpuDevice};
+
+    type B = Autodiff<Cpu>;
+    let model = Gpt::<B>::init(&GptConfig::default(), RngKey::new(0), &CpuDevice)?;
+    let x = Ids::<B>::from_u32(&[1, 2, 3], &[1, 3], &CpuDevice)?;
+    let logits = model.forward(&x, &mut ForwardCtx::eval())?; // [1, 3, 256]
+    assert_eq!(logits.shape(), &[1, 3, 256]);
+    Ok(())
+}
