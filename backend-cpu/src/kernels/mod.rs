@@ -98,6 +98,28 @@ pub(crate) fn dot_lanes(x: &[f32], y: &[f32]) -> f32 {
     s
 }
 
+/// Maximum of a slice ignoring NaN, with 16 lanes: for softmax and log-sum-exp, where a NaN
+/// input still reaches the output through `e^{x−max}` and the sum.
+#[inline(always)]
+pub(crate) fn max_ignoring_nan(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for a in acc {
+        m = m.max(a);
+    }
+    for &r in rem {
+        m = m.max(r);
+    }
+    m
+}
+
 /// Maximum of a slice (NaN-propagating), with 16 lanes.
 #[inline(always)]
 pub(crate) fn max_lanes(x: &[f32]) -> f32 {

@@ -1,5 +1,5 @@
 //! Fused row kernels: softmax, LayerNorm/RMSNorm, cross-entropy, AdamW.
-use super::{dot_lanes, max_lanes, par_rows, sum_lanes, CHUNK};
+use super::{dot_lanes, max_ignoring_nan, par_rows, sum_lanes, CHUNK};
 use crate::storage::{alloc, alloc_zeroed};
 use crate::{CpuIds, CpuTensor};
 use protocell_core::backend::AdamWStep;
@@ -14,7 +14,7 @@ simd! {
     pub(crate) fn softmax_row(row: &mut [f32], valid: usize) -> f32 {
         let (live, dead) = row.split_at_mut(valid);
         dead.fill(0.0);
-        let mx = max_lanes(live);
+        let mx = max_ignoring_nan(live);
         for v in live.iter_mut() {
             *v = math::exp(*v - mx);
         }
@@ -238,7 +238,7 @@ fn check_targets(t: &[u32], v: usize) -> Result<()> {
 simd! {
     /// Row logsumexp (no write-back).
     fn lse_row(x: &[f32]) -> f32 {
-        let mx = max_lanes(x);
+        let mx = max_ignoring_nan(x);
         let mut acc = [0.0f32; 16];
         let chunks = x.chunks_exact(16);
         let rem = chunks.remainder();
