@@ -95,7 +95,7 @@ pub(crate) fn gemm_strided(
     }
 }
 
-/// [`gemm_strided`] on tightly packed operands.
+/// [`gemm_strided`] on tightly packed operands, on the calling thread, without scaling.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_into(
     dst: &mut [f32],
@@ -107,12 +107,10 @@ pub(crate) fn gemm_into(
     ta: bool,
     tb: bool,
     accumulate: bool,
-    scale: f32,
-    par: Parallelism,
 ) {
     let lda = if ta { m } else { k };
     let ldb = if tb { k } else { n };
-    gemm_strided(dst, n, a, lda, b, ldb, m, n, k, ta, tb, accumulate, scale, par)
+    gemm_strided(dst, n, a, lda, b, ldb, m, n, k, ta, tb, accumulate, 1.0, Parallelism::None)
 }
 
 /// `dst = op(a)·op(b)` (or `+=` with `accumulate`) on tight operands, split by rows across
@@ -132,7 +130,7 @@ pub(crate) fn gemm_rows_par(
 ) {
     let parts = rayon::current_num_threads().min(m / 16).max(1);
     if m * n * k < PAR_MIN_FLOPS || parts == 1 {
-        gemm_into(dst, a, b, m, n, k, ta, tb, accumulate, 1.0, Parallelism::None);
+        gemm_into(dst, a, b, m, n, k, ta, tb, accumulate);
         return;
     }
     let rows = m.div_ceil(parts);
@@ -176,15 +174,13 @@ pub(crate) fn matmul(a: &CpuTensor, b: &CpuTensor, ta: bool, tb: bool) -> CpuTen
     out_shape.extend_from_slice(&[m, n]);
     let mut out = alloc(batch * m * n);
     let (ad, bd) = (a.data(), b.data());
-    let flops = m * n * k;
     if batch == 1 {
-        let par = if flops >= PAR_MIN_FLOPS { Parallelism::Rayon(0) } else { Parallelism::None };
-        gemm_into(&mut out, ad, bd, m, n, k, ta, tb, false, 1.0, par);
+        gemm_rows_par(&mut out, ad, bd, m, n, k, ta, tb, false);
     } else if m * n > 0 {
         let run = |(i, dst): (usize, &mut [f32])| {
-            gemm_into(dst, &ad[i * a_step..], &bd[i * b_step..], m, n, k, ta, tb, false, 1.0, Parallelism::None)
+            gemm_into(dst, &ad[i * a_step..], &bd[i * b_step..], m, n, k, ta, tb, false)
         };
-        if flops * batch >= PAR_MIN_FLOPS / 4 {
+        if m * n * k * batch >= PAR_MIN_FLOPS / 4 {
             out.par_chunks_mut(m * n).enumerate().for_each(run);
         } else {
             out.chunks_mut(m * n).enumerate().for_each(run);
