@@ -139,7 +139,25 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let device: Device = a.backend.parse()?;
     let (mut session, out) = match &a.resume {
         Some(ck) => {
+            // a resumed run continues its stored configuration: options that would change it are refused
+            let conflicting = [
+                ("--preset", a.preset.is_some()),
+                ("--data", a.data.is_some()),
+                ("--seed", a.seed.is_some()),
+                ("--set", !a.sets.is_empty()),
+                ("--config", a.config.is_some()),
+            ];
+            if let Some((flag, _)) = conflicting.iter().find(|(_, given)| *given) {
+                return Err(Error::Config(format!(
+                    "{flag} cannot be combined with --resume: a resumed run continues the configuration stored in the checkpoint"
+                )));
+            }
             let c = io::read_checkpoint(ck)?;
+            if let Some(m) = &a.model {
+                if *m != c.arch {
+                    return Err(Error::Checkpoint(format!("{} holds a {} model, not {m}", ck.display(), c.arch)));
+                }
+            }
             let s = resume_session(&c, device, a.steps)?;
             let out = a.out.clone().unwrap_or_else(|| ck.parent().map(Path::to_path_buf).unwrap_or_default());
             (s, out)

@@ -213,6 +213,11 @@ fn bad_checkpoints() {
         fails_with(&o, needle);
     }
     fails_with(&bin().args(["inspect", "/nonexistent.ckpt"]).output().unwrap(), "cannot read");
+    let good_path = run.join("model.ckpt");
+    let o = bin().args(["train", "--model", "cell-token", "--resume"]).arg(&good_path).output().unwrap();
+    fails_with(&o, "holds a gpt model");
+    let o = bin().args(["train", "--set", "lr=0.1", "--resume"]).arg(&good_path).output().unwrap();
+    fails_with(&o, "cannot be combined with --resume");
     let o = bin().args(["generate", "--temperature=-1", "--checkpoint"]).arg(run.join("model.ckpt")).output().unwrap();
     fails_with(&o, "temperature");
     let o = bin().args(["generate", "--prompt", "", "--checkpoint"]).arg(run.join("model.ckpt")).output().unwrap();

@@ -131,3 +131,32 @@ fn readme_library_example() -> protocell_core::Result<()> {
     assert_eq!(logits.shape(), &[1, 3, 256]);
     Ok(())
 }
+
+/// The entry points the C ABI drives: training on caller-provided ids, evaluation of
+/// arbitrary tokens, and raw logits of a loaded checkpoint.
+#[test]
+fn caller_provided_batches_and_logits() {
+    let mut s = new_session(small_run(4, 0.0), Device::Cpu).unwrap();
+    let ids: Vec<u32> = (0..4 * 32 + 1).map(|i| (i * 7 % 256) as u32).collect();
+    let (x, y) = (&ids[..128], &ids[1..129]);
+    let a = s.train_on(x, y, 4, 32).unwrap();
+    let b = s.train_on(x, y, 4, 32).unwrap();
+    assert!(b.loss < a.loss, "the same batch twice must lower its loss: {} then {}", a.loss, b.loss);
+    assert!(s.train_on(x, y, 4, 31).is_err());
+    assert!(s.train_on(&ids[..33], &ids[1..34], 1, 33).is_err(), "longer than the context");
+    let bad: Vec<u32> = vec![300; 32];
+    assert!(s.train_on(&bad, &bad, 1, 32).is_err(), "ids outside the vocabulary");
+    let r = s.evaluate_tokens(&ids, 2).unwrap();
+    assert_eq!(r.tokens, ids.len() - 1);
+    assert!((r.bits_per_byte - r.loss / std::f64::consts::LN_2).abs() < 1e-9);
+
+    let ckpt = s.checkpoint().unwrap();
+    let m = protocell_runtime::load_model(&ckpt, Device::Cpu).unwrap();
+    let logits = m.logits(&ids[..64], 2, 32).unwrap();
+    assert_eq!(logits.len(), 2 * 32 * 256);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    assert!(m.logits(&ids[..64], 3, 32).is_err());
+    // the loaded model continues exactly where the session's own model would
+    let s1 = protocell_runtime::infer::Sampling { temperature: 0.0, top_k: 0, seed: 3 };
+    assert_eq!(m.generate(&ids[..8], 10, &s1).unwrap(), s.generate(&ids[..8], 10, &s1).unwrap());
+}
