@@ -203,6 +203,29 @@ impl Backend for Cpu {
     }
 }
 
+impl protocell_core::cell::CellOps<Cpu> for Cpu {
+    fn colony_fwd(
+        h0: CpuTensor,
+        w0: CpuTensor,
+        stim: CpuTensor,
+        coeffs: CpuTensor,
+        spec: &protocell_core::cell::ColonySpec,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        timed("colony_fwd", || Ok(kernels::cell::forward(&h0, &w0, &stim, &coeffs, spec)))
+    }
+    fn colony_bwd(
+        h0: CpuTensor,
+        w0: CpuTensor,
+        stim: CpuTensor,
+        coeffs: CpuTensor,
+        spec: &protocell_core::cell::ColonySpec,
+        dh: CpuTensor,
+        dw: CpuTensor,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor, CpuTensor)> {
+        timed("colony_bwd", || Ok(kernels::cell::backward(&h0, &w0, &stim, &coeffs, spec, &dh, &dw)))
+    }
+}
+
 impl NnOps<Cpu> for Cpu {
     fn layer_norm_fwd(x: CpuTensor, g: CpuTensor, b: CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         timed("layer_norm_fwd", || Ok(kernels::nn::layer_norm_fwd(&x, &g, Some(&b), eps)))

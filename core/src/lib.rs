@@ -20,6 +20,7 @@ extern crate std;
 
 pub mod autodiff;
 pub mod backend;
+pub mod cell;
 pub mod data;
 pub mod error;
 pub mod math;

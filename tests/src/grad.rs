@@ -41,6 +41,8 @@ pub enum GradOp {
     CrossEntropy(Vec<u32>),
     Linear(bool),
     SelfAttention(bool, f32),
+    /// The colony's final states and mucus, packed into one output (sound mode: smooth).
+    Colony(protocell_core::cell::ColonySpec),
 }
 
 /// One gradient check: an op and its inputs.
@@ -75,6 +77,11 @@ pub fn apply<B: Backend>(op: &GradOp, x: &[Tensor<B>]) -> Result<Tensor<B>> {
         GradOp::CrossEntropy(t) => x[0].cross_entropy(&Ids::from_u32(t, &[t.len()], &dev)?),
         GradOp::Linear(bias) => x[0].linear(&x[1], if *bias { Some(&x[2]) } else { None }),
         GradOp::SelfAttention(c, s) => Tensor::self_attention(&x[0], *c, *s),
+        GradOp::Colony(spec) => {
+            let (h, w, _) = Tensor::colony(&x[0], &x[1], &x[2], &x[3], spec)?;
+            let (t, n) = (h.shape()[0], h.shape()[1]);
+            Tensor::cat(&[h.reshape(&[t, 4 * n])?, w.reshape(&[t, n * n])?], 1)
+        }
     }
 }
 
@@ -301,7 +308,32 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
             arb_h(vec![b, s, 3, h, dh], -1.0, 1.0)
                 .prop_map(move |qkv| GradCase { op: GradOp::SelfAttention(causal, 0.8), inputs: vec![qkv] })
         });
+    // n ≥ 2: a single block's mucus row is all zero, where W/(ΣW + ε) has slope 1/ε = 10³ —
+    // correct (the f64 test in `cell::scalar` covers it), but far too curved for a step of 10⁻²
+    let colony = (1usize..=3, 2usize..=4, 1usize..=3).prop_flat_map(|(t, n, steps)| {
+        (
+            arb_h(vec![t, n, 4], 0.2, 0.8),
+            // row sums ≥ 0.2 keep the routing's curvature (∝ 1/row sum²) small at the step 10⁻²
+            arb_h(vec![t, n, n], 0.2, 0.5),
+            arb_h(vec![t, n], 0.0, 0.3),
+            arb_h(vec![9], 0.5, 1.5),
+        )
+            .prop_map(move |(h0, mut w0, s, mut c)| {
+                for (i, v) in w0.data.iter_mut().enumerate() {
+                    if (i % (n * n)) / n == i % n {
+                        *v = 0.0;
+                    }
+                }
+                for (v, &k) in c.data.iter_mut().zip(protocell_core::cell::SEED_COEFFS.iter()) {
+                    *v *= k;
+                }
+                let mut spec = protocell_core::cell::ColonySpec::new(protocell_core::cell::CellMode::Sound, steps);
+                spec.dt = 0.8;
+                GradCase { op: GradOp::Colony(spec), inputs: vec![h0, w0, s, c] }
+            })
+    });
     prop_oneof![
+        2 => colony,
         2 => linear,
         2 => self_attn,
         3 => unary_smooth,

@@ -5,6 +5,7 @@ use crate::{close, Tol};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use protocell_core::backend::{self as be, AdamWStep, Backend, Binary, Dist, Reduce, Unary};
+use protocell_core::cell::{self, CellMode, ColonySpec, Pruning};
 use protocell_core::error::Result;
 use protocell_core::rng::RngKey;
 use protocell_cpu::{Cpu, CpuDevice};
@@ -39,6 +40,8 @@ pub enum OpCase {
     SelfAttentionBwd { qkv: H, dout: H, causal: bool, scale: f32 },
     SumSquares { x: H },
     Random { dist: Dist, seed: u64, offset: u64, shape: Vec<usize> },
+    Colony { h0: H, w0: H, stim: H, coeffs: H, spec: ColonySpec },
+    ColonyBwd { h0: H, w0: H, stim: H, coeffs: H, spec: ColonySpec, dh: H, dw: H },
 }
 
 /// AdamW constants of a case (plain data so the case is `Debug`/`Clone`).
@@ -77,6 +80,8 @@ impl OpCase {
                 | OpCase::SelfAttention { .. }
                 | OpCase::SelfAttentionBwd { .. }
                 | OpCase::SumSquares { .. }
+                | OpCase::Colony { .. }
+                | OpCase::ColonyBwd { .. }
         )
     }
 }
@@ -238,6 +243,22 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
             }]
         }
         OpCase::SumSquares { x } => vec![if c { be::sum_squares::<B>(u(x)?)? } else { B::sum_squares(u(x)?)? }],
+        OpCase::Colony { h0, w0, stim, coeffs, spec } => {
+            let (h, w, a) = if c {
+                cell::composite::colony_fwd::<B>(u(h0)?, u(w0)?, u(stim)?, u(coeffs)?, spec)?
+            } else {
+                B::colony_fwd(u(h0)?, u(w0)?, u(stim)?, u(coeffs)?, spec)?
+            };
+            vec![h, w, a]
+        }
+        OpCase::ColonyBwd { h0, w0, stim, coeffs, spec, dh, dw } => {
+            let (a, b, cc, d) = if c {
+                cell::composite::colony_bwd::<B>(u(h0)?, u(w0)?, u(stim)?, u(coeffs)?, spec, u(dh)?, u(dw)?)?
+            } else {
+                B::colony_bwd(u(h0)?, u(w0)?, u(stim)?, u(coeffs)?, spec, u(dh)?, u(dw)?)?
+            };
+            vec![a, b, cc, d]
+        }
         OpCase::Random { dist, seed, offset, shape } => {
             vec![B::random(*dist, RngKey { seed: *seed, offset: *offset }, shape, dev)?]
         }
@@ -593,6 +614,46 @@ fn arb_random() -> impl Strategy<Value = OpCase> {
     })
 }
 
+/// Colony inputs: interior states, non-negative zero-diagonal mucus, small stimuli and
+/// coefficients around the seed's values; every mode, with and without pruning.
+pub fn arb_colony() -> impl Strategy<Value = OpCase> {
+    (1usize..=5, 1usize..=5, 1usize..=4, 0usize..3, any::<bool>(), any::<bool>()).prop_flat_map(
+        |(t, n, steps, mode, prune, bwd)| {
+            let mode = [CellMode::AsCoded, CellMode::AsDescribed, CellMode::Sound][mode];
+            (
+                arb_h(vec![t, n, 4], 0.1, 0.9),
+                arb_h(vec![t, n, n], 0.02, 0.3),
+                arb_h(vec![t, n], 0.0, 0.3),
+                arb_h(vec![9], 0.5, 1.5),
+                arb_h(vec![t, n, 4], -1.0, 1.0),
+                arb_h(vec![t, n, n], -1.0, 1.0),
+            )
+                .prop_map(move |(h0, mut w0, stim, mut coeffs, dh, dw)| {
+                    for (i, v) in w0.data.iter_mut().enumerate() {
+                        if (i % (n * n)) / n == i % n {
+                            *v = 0.0;
+                        }
+                    }
+                    for (v, &s) in coeffs.data.iter_mut().zip(cell::SEED_COEFFS.iter()) {
+                        *v *= s;
+                    }
+                    let mut spec = ColonySpec::new(mode, steps);
+                    if mode == CellMode::Sound {
+                        spec.dt = 0.8;
+                    }
+                    if prune {
+                        spec.pruning = Some(Pruning { rate: 0.35, threshold: 0.4 });
+                    }
+                    if bwd {
+                        OpCase::ColonyBwd { h0, w0, stim, coeffs, spec, dh, dw }
+                    } else {
+                        OpCase::Colony { h0, w0, stim, coeffs, spec }
+                    }
+                })
+        },
+    )
+}
+
 /// Every kind of case.
 pub fn arb_case() -> impl Strategy<Value = OpCase> {
     prop_oneof![
@@ -605,6 +666,7 @@ pub fn arb_case() -> impl Strategy<Value = OpCase> {
         3 => arb_layout(),
         2 => arb_index(),
         5 => arb_nn(),
+        2 => arb_colony(),
         1 => arb_random(),
     ]
 }
@@ -671,6 +733,29 @@ pub fn large_cases() -> Vec<OpCase> {
         b: Some(h(&[200], 52, -1.0, 1.0)),
     });
     v.push(OpCase::SumSquares { x: h(&[100_003], 53, -1.0, 1.0) });
+    {
+        // 300 tokens of 6 blocks, 5 steps: several parallel tasks of the fused kernel
+        let (t, n) = (300, 6);
+        let mut w0 = h(&[t, n, n], 60, 0.02, 0.3);
+        for (i, v) in w0.data.iter_mut().enumerate() {
+            if (i % (n * n)) / n == i % n {
+                *v = 0.0;
+            }
+        }
+        let coeffs = H::new(&[9], cell::SEED_COEFFS.to_vec());
+        for mode in [CellMode::AsDescribed, CellMode::Sound] {
+            let spec = ColonySpec::new(mode, 5);
+            v.push(OpCase::ColonyBwd {
+                h0: h(&[t, n, 4], 61, 0.1, 0.9),
+                w0: w0.clone(),
+                stim: h(&[t, n], 62, 0.0, 0.3),
+                coeffs: coeffs.clone(),
+                spec,
+                dh: h(&[t, n, 4], 63, -1.0, 1.0),
+                dw: h(&[t, n, n], 64, -1.0, 1.0),
+            });
+        }
+    }
     for causal in [false, true] {
         v.push(OpCase::SelfAttention { qkv: h(&[2, 150, 3, 3, 16], 54, -1.0, 1.0), causal, scale: 0.25 });
         v.push(OpCase::SelfAttentionBwd {

@@ -16,6 +16,7 @@ macro_rules! simd {
 }
 
 pub(crate) mod attention;
+pub(crate) mod cell;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod layout;

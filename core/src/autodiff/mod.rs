@@ -392,6 +392,18 @@ impl<B: Backend> Backend for Autodiff<B> {
     }
 }
 
+impl<B: Backend> crate::cell::CellOps<Autodiff<B>> for Autodiff<B> {
+    fn colony_fwd(
+        h0: AdTensor<B>,
+        w0: AdTensor<B>,
+        stim: AdTensor<B>,
+        coeffs: AdTensor<B>,
+        spec: &crate::cell::ColonySpec,
+    ) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
+        ops::colony(h0, w0, stim, coeffs, spec)
+    }
+}
+
 impl<B: Backend> NnOps<Autodiff<B>> for Autodiff<B> {
     fn layer_norm_fwd(
         x: AdTensor<B>,

@@ -143,7 +143,9 @@ pub struct MemoryStats {
 /// cheap to clone), `Ids` a u32 index tensor (token ids). Fused operations live in the
 /// supertrait [`NnOps`], which every backend also implements (its defaults compose these
 /// primitives).
-pub trait Backend: Sized + Clone + Copy + Default + Send + Sync + Debug + 'static + NnOps<Self> {
+pub trait Backend:
+    Sized + Clone + Copy + Default + Send + Sync + Debug + 'static + NnOps<Self> + crate::cell::CellOps<Self>
+{
     /// Where tensors live.
     type Device: Clone + Send + Sync + Debug + PartialEq;
     /// f32 tensor primitive.
