@@ -15,7 +15,7 @@ mod kernels;
 mod profile;
 mod storage;
 
-use protocell_core::backend::{AdamWStep, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::backend::{AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::RngKey;
 use protocell_core::shape;
@@ -275,18 +275,17 @@ impl NnOps<Cpu> for Cpu {
     ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         timed("attention_bwd", || Ok(kernels::attention::backward(&q, &k, &v, &o, &lse, &dout, causal, scale)))
     }
-    fn self_attention_fwd(qkv: CpuTensor, causal: bool, scale: f32) -> Result<(CpuTensor, CpuTensor)> {
-        timed("self_attention_fwd", || Ok(kernels::attention::packed_forward(&qkv, causal, scale)))
+    fn self_attention_fwd(qkv: CpuTensor, spec: &AttnSpec) -> Result<(CpuTensor, CpuTensor)> {
+        timed("self_attention_fwd", || Ok(kernels::attention::packed_forward(&qkv, spec)))
     }
     fn self_attention_bwd(
         qkv: CpuTensor,
         o: CpuTensor,
         lse: CpuTensor,
         dout: CpuTensor,
-        causal: bool,
-        scale: f32,
+        spec: &AttnSpec,
     ) -> Result<CpuTensor> {
-        timed("self_attention_bwd", || Ok(kernels::attention::packed_backward(&qkv, &o, &lse, &dout, causal, scale)))
+        timed("self_attention_bwd", || Ok(kernels::attention::packed_backward(&qkv, &o, &lse, &dout, spec)))
     }
     fn cross_entropy_fwd(logits: CpuTensor, targets: CpuIds) -> Result<(CpuTensor, CpuTensor)> {
         timed("cross_entropy_fwd", || kernels::nn::cross_entropy_fwd(&logits, &targets))

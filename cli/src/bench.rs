@@ -423,13 +423,14 @@ fn ops(a: OpsArgs) -> Result<()> {
     })?;
     let attn_flops = 4.0 * (bsz * h * s * s * (d / h)) as f64;
     let qkv = t(&[bsz, s, 3, h, d / h], 8)?;
+    let spec = protocell_core::backend::AttnSpec { causal: true, scale: 0.125, dropout: None };
     flop(&format!("self-attention fwd [{bsz},{s},3,{h},{}] causal", d / h), attn_flops, &mut || {
-        B::self_attention_fwd(qkv.clone(), true, 0.125).map(drop)
+        B::self_attention_fwd(qkv.clone(), &spec).map(drop)
     })?;
-    let (so, sl) = B::self_attention_fwd(qkv.clone(), true, 0.125)?;
+    let (so, sl) = B::self_attention_fwd(qkv.clone(), &spec)?;
     let sdo = t(&[bsz, s, h, d / h], 9)?;
     flop("self-attention bwd (same shape)", 2.0 * attn_flops, &mut || {
-        B::self_attention_bwd(qkv.clone(), so.clone(), sl.clone(), sdo.clone(), true, 0.125).map(drop)
+        B::self_attention_bwd(qkv.clone(), so.clone(), sl.clone(), sdo.clone(), &spec).map(drop)
     })?;
     flop(&format!("attention fwd [{bsz},{h},{s},{}] causal", d / h), attn_flops, &mut || {
         B::attention_fwd(q.clone(), q.clone(), q.clone(), true, 0.125).map(drop)

@@ -557,13 +557,18 @@ impl<B: Backend> Tensor<B> {
     /// Self-attention on a packed projection `qkv: [B, S, 3, H, Dh]` (q, k, v of each head
     /// as produced by one `[3·H·Dh, d]` linear layer); returns `[B, S, H, Dh]`. Equivalent to
     /// [`Tensor::attention`] per head, without splitting or permuting copies.
-    pub fn self_attention(qkv: &Self, causal: bool, scale: f32) -> Result<Self> {
+    pub fn self_attention(qkv: &Self, spec: &crate::backend::AttnSpec) -> Result<Self> {
         let s = qkv.shape();
         if s.len() != 5 || s[2] != 3 || s[1] == 0 {
             return Err(shape_err!("self_attention", "qkv must be [batch, seq, 3, heads, head_dim], got {s:?}"));
         }
-        check_finite("self_attention scale", scale)?;
-        let (o, _) = B::self_attention_fwd(qkv.prim.clone(), causal, scale)?;
+        check_finite("self_attention scale", spec.scale)?;
+        if let Some(d) = spec.dropout {
+            if !(0.0..1.0).contains(&d.p) {
+                return Err(Error::InvalidArgument(alloc::format!("attention dropout {} outside [0, 1)", d.p)));
+            }
+        }
+        let (o, _) = B::self_attention_fwd(qkv.prim.clone(), spec)?;
         Ok(Self::from_prim(o))
     }
 

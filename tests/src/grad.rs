@@ -40,7 +40,7 @@ pub enum GradOp {
     Attention(bool, f32),
     CrossEntropy(Vec<u32>),
     Linear(bool),
-    SelfAttention(bool, f32),
+    SelfAttention(protocell_core::backend::AttnSpec),
     /// The colony's final states and mucus, packed into one output (sound mode: smooth).
     Colony(protocell_core::cell::ColonySpec),
 }
@@ -76,7 +76,7 @@ pub fn apply<B: Backend>(op: &GradOp, x: &[Tensor<B>]) -> Result<Tensor<B>> {
         GradOp::Attention(c, s) => Tensor::attention(&x[0], &x[1], &x[2], *c, *s),
         GradOp::CrossEntropy(t) => x[0].cross_entropy(&Ids::from_u32(t, &[t.len()], &dev)?),
         GradOp::Linear(bias) => x[0].linear(&x[1], if *bias { Some(&x[2]) } else { None }),
-        GradOp::SelfAttention(c, s) => Tensor::self_attention(&x[0], *c, *s),
+        GradOp::SelfAttention(spec) => Tensor::self_attention(&x[0], spec),
         GradOp::Colony(spec) => {
             let (h, w, _) = Tensor::colony(&x[0], &x[1], &x[2], &x[3], spec)?;
             let (t, n) = (h.shape()[0], h.shape()[1]);
@@ -303,10 +303,17 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
             )
         },
     );
-    let self_attn =
-        (1usize..=2, 1usize..=5, 1usize..=2, 1usize..=3, any::<bool>()).prop_flat_map(|(b, s, h, dh, causal)| {
-            arb_h(vec![b, s, 3, h, dh], -1.0, 1.0)
-                .prop_map(move |qkv| GradCase { op: GradOp::SelfAttention(causal, 0.8), inputs: vec![qkv] })
+    let self_attn = (1usize..=2, 1usize..=5, 1usize..=2, 1usize..=3, any::<bool>(), prop::option::of(any::<u64>()))
+        .prop_flat_map(|(b, s, h, dh, causal, drop_seed)| {
+            arb_h(vec![b, s, 3, h, dh], -1.0, 1.0).prop_map(move |qkv| {
+                // a fixed dropout key gives a fixed mask, so the function stays differentiable
+                let dropout = drop_seed.map(|seed| protocell_core::backend::AttnDropout {
+                    p: 0.25,
+                    key: protocell_core::RngKey { seed, offset: 0 },
+                });
+                let spec = protocell_core::backend::AttnSpec { causal, scale: 0.8, dropout };
+                GradCase { op: GradOp::SelfAttention(spec), inputs: vec![qkv] }
+            })
         });
     // n ≥ 2: a single block's mucus row is all zero, where W/(ΣW + ε) has slope 1/ε = 10³ —
     // correct (the f64 test in `cell::scalar` covers it), but far too curved for a step of 10⁻²

@@ -286,6 +286,11 @@ pub fn norm(x: &H, g: &[f32], b: Option<&[f32]>, eps: f32) -> H {
 
 /// Attention `softmax(scale·q kᵀ + mask) v` over flattened batch dims.
 pub fn attention(q: &H, k: &H, v: &H, causal: bool, scale: f32) -> H {
+    attention_dropout(q, k, v, causal, scale, &|_, _, _| 1.0)
+}
+
+/// Attention with a multiplier `m(batch·head, i, j)` on each probability (dropout).
+pub fn attention_dropout(q: &H, k: &H, v: &H, causal: bool, scale: f32, m: &dyn Fn(usize, usize, usize) -> f64) -> H {
     let r = q.shape.len();
     let (sq, d, sk, dv) = (q.shape[r - 2], q.shape[r - 1], k.shape[r - 2], v.shape[r - 1]);
     let bh = numel(&q.shape[..r - 2]);
@@ -301,11 +306,11 @@ pub fn attention(q: &H, k: &H, v: &H, causal: bool, scale: f32) -> H {
                         * scale as f64
                 })
                 .collect();
-            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
             let z: f64 = e.iter().sum();
             for c in 0..dv {
-                let acc: f64 = (0..vis).map(|j| e[j] / z * v.data[(b * sk + j) * dv + c] as f64).sum();
+                let acc: f64 = (0..vis).map(|j| e[j] / z * m(b, i, j) * v.data[(b * sk + j) * dv + c] as f64).sum();
                 out[(b * sq + i) * dv + c] = acc as f32;
             }
         }
@@ -346,8 +351,10 @@ pub fn linear(x: &H, w: &H, b: Option<&H>) -> H {
     H::new(&shape, y)
 }
 
-/// Packed self-attention `[B, S, 3, H, Dh] → [B, S, H, Dh]`, one head at a time.
-pub fn self_attention(qkv: &H, causal: bool, scale: f32) -> H {
+/// Packed self-attention `[B, S, 3, H, Dh] → [B, S, H, Dh]`, one head at a time, with the
+/// dropout mask of element `((b·H + h)·S + i)·S + j` drawn from `rng::sample`.
+pub fn self_attention(qkv: &H, spec: &protocell_core::backend::AttnSpec) -> H {
+    use protocell_core::rng::{sample, Dist};
     let (b, s, h, dh) = (qkv.shape[0], qkv.shape[1], qkv.shape[3], qkv.shape[4]);
     let mut out = vec![0f32; b * s * h * dh];
     for bi in 0..b {
@@ -360,7 +367,14 @@ pub fn self_attention(qkv: &H, causal: bool, scale: f32) -> H {
                 }
                 H::new(&[s, dh], d)
             };
-            let o = attention(&part(0), &part(1), &part(2), causal, scale);
+            let mask = |_: usize, i: usize, j: usize| match &spec.dropout {
+                Some(d) if d.p > 0.0 => {
+                    let idx = (((bi * h + hi) * s + i) * s + j) as u64;
+                    sample(Dist::Bernoulli { p: 1.0 - d.p }, &d.key, idx) as f64 / (1.0 - d.p as f64)
+                }
+                _ => 1.0,
+            };
+            let o = attention_dropout(&part(0), &part(1), &part(2), spec.causal, spec.scale, &mask);
             for t in 0..s {
                 let at = ((bi * s + t) * h + hi) * dh;
                 out[at..at + dh].copy_from_slice(&o.data[t * dh..(t + 1) * dh]);

@@ -4,7 +4,7 @@ use crate::reference::{self as naive, H};
 use crate::{close, Tol};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use protocell_core::backend::{self as be, AdamWStep, Backend, Binary, Dist, Reduce, Unary};
+use protocell_core::backend::{self as be, AdamWStep, AttnDropout, AttnSpec, Backend, Binary, Dist, Reduce, Unary};
 use protocell_core::cell::{self, CellMode, ColonySpec, Pruning};
 use protocell_core::error::Result;
 use protocell_core::rng::RngKey;
@@ -36,8 +36,8 @@ pub enum OpCase {
     CrossEntropyBwd { logits: H, targets: Vec<u32>, g: f32 },
     AdamW { p: H, g: H, m: H, v: H, h: AdamWStepCase },
     Linear { x: H, w: H, b: Option<H> },
-    SelfAttention { qkv: H, causal: bool, scale: f32 },
-    SelfAttentionBwd { qkv: H, dout: H, causal: bool, scale: f32 },
+    SelfAttention { qkv: H, spec: AttnSpec },
+    SelfAttentionBwd { qkv: H, dout: H, spec: AttnSpec },
     SumSquares { x: H },
     Random { dist: Dist, seed: u64, offset: u64, shape: Vec<usize> },
     Colony { h0: H, w0: H, stim: H, coeffs: H, spec: ColonySpec },
@@ -226,20 +226,17 @@ pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec
             let b = b.as_ref().map(u).transpose()?;
             vec![if c { be::linear::<B>(u(x)?, u(w)?, b)? } else { B::linear(u(x)?, u(w)?, b)? }]
         }
-        OpCase::SelfAttention { qkv, causal, scale } => {
-            let (o, l) = if c {
-                be::self_attention_fwd::<B>(u(qkv)?, *causal, *scale)?
-            } else {
-                B::self_attention_fwd(u(qkv)?, *causal, *scale)?
-            };
+        OpCase::SelfAttention { qkv, spec } => {
+            let (o, l) =
+                if c { be::self_attention_fwd::<B>(u(qkv)?, spec)? } else { B::self_attention_fwd(u(qkv)?, spec)? };
             vec![o, l]
         }
-        OpCase::SelfAttentionBwd { qkv, dout, causal, scale } => {
-            let (o, l) = B::self_attention_fwd(u(qkv)?, *causal, *scale)?;
+        OpCase::SelfAttentionBwd { qkv, dout, spec } => {
+            let (o, l) = B::self_attention_fwd(u(qkv)?, spec)?;
             vec![if c {
-                be::self_attention_bwd::<B>(u(qkv)?, o, l, u(dout)?, *causal, *scale)?
+                be::self_attention_bwd::<B>(u(qkv)?, o, l, u(dout)?, spec)?
             } else {
-                B::self_attention_bwd(u(qkv)?, o, l, u(dout)?, *causal, *scale)?
+                B::self_attention_bwd(u(qkv)?, o, l, u(dout)?, spec)?
             }]
         }
         OpCase::SumSquares { x } => vec![if c { be::sum_squares::<B>(u(x)?)? } else { B::sum_squares(u(x)?)? }],
@@ -582,20 +579,21 @@ fn arb_nn() -> impl Strategy<Value = OpCase> {
                 .prop_map(move |(x, w, b)| OpCase::Linear { x, w, b: bias.then_some(b) })
         },
     );
-    let self_attn = (1usize..=3, 1usize..=9, 1usize..=3, 1usize..=5, any::<bool>(), any::<bool>()).prop_flat_map(
-        |(b, s, h, dh, causal, bwd)| {
-            (arb_h(vec![b, s, 3, h, dh], -1.5, 1.5), arb_h(vec![b, s, h, dh], -1.0, 1.0)).prop_map(
-                move |(qkv, dout)| {
-                    let scale = 1.0 / (dh as f32).sqrt();
-                    if bwd {
-                        OpCase::SelfAttentionBwd { qkv, dout, causal, scale }
-                    } else {
-                        OpCase::SelfAttention { qkv, causal, scale }
-                    }
-                },
-            )
-        },
-    );
+    let self_attn =
+        (1usize..=3, 1usize..=9, 1usize..=3, 1usize..=5, any::<bool>(), any::<bool>(), prop::option::of(any::<u64>()))
+            .prop_flat_map(|(b, s, h, dh, causal, bwd, drop_seed)| {
+                (arb_h(vec![b, s, 3, h, dh], -1.5, 1.5), arb_h(vec![b, s, h, dh], -1.0, 1.0)).prop_map(
+                    move |(qkv, dout)| {
+                        let dropout = drop_seed.map(|seed| AttnDropout { p: 0.3, key: RngKey { seed, offset: 7 } });
+                        let spec = AttnSpec { causal, scale: 1.0 / (dh as f32).sqrt(), dropout };
+                        if bwd {
+                            OpCase::SelfAttentionBwd { qkv, dout, spec }
+                        } else {
+                            OpCase::SelfAttention { qkv, spec }
+                        }
+                    },
+                )
+            });
     let ssq = arb_shape().prop_flat_map(|s| arb_h(s, -2.0, 2.0).prop_map(|x| OpCase::SumSquares { x }));
     prop_oneof![softmax, softmax_grad, norm, norm_bwd, attn, ce, adamw, linear, self_attn, ssq]
 }
@@ -757,12 +755,13 @@ pub fn large_cases() -> Vec<OpCase> {
         }
     }
     for causal in [false, true] {
-        v.push(OpCase::SelfAttention { qkv: h(&[2, 150, 3, 3, 16], 54, -1.0, 1.0), causal, scale: 0.25 });
+        let dropout = causal.then_some(AttnDropout { p: 0.1, key: RngKey { seed: 3, offset: 1 } });
+        let spec = AttnSpec { causal, scale: 0.25, dropout };
+        v.push(OpCase::SelfAttention { qkv: h(&[2, 150, 3, 3, 16], 54, -1.0, 1.0), spec });
         v.push(OpCase::SelfAttentionBwd {
             qkv: h(&[2, 150, 3, 3, 16], 55, -1.0, 1.0),
             dout: h(&[2, 150, 3, 16], 56, -1.0, 1.0),
-            causal,
-            scale: 0.25,
+            spec,
         });
         v.push(OpCase::Attention {
             q: h(&[2, 2, 150, 16], 40, -1.0, 1.0),

@@ -13,12 +13,44 @@ use super::nn::softmax_row;
 use crate::storage::{alloc, alloc_zeroed};
 use crate::CpuTensor;
 use gemm::Parallelism::None as Serial;
+use protocell_core::backend::AttnSpec;
 use protocell_core::math;
+use protocell_core::rng::{u32_to_unit, RngKey};
 use protocell_core::shape;
 use rayon::prelude::*;
 
 /// Query rows per block.
 const BLOCK: usize = 64;
+
+/// Dropout of one head: the key, the flat index of the head's element `(0, 0)` in the
+/// `[B, H, Sq, Sk]` mask order, and the keep probability.
+#[derive(Clone, Copy)]
+struct HeadDropout {
+    key: RngKey,
+    base: u64,
+    keep: f32,
+}
+
+impl HeadDropout {
+    /// Mask values of query row `i` for keys `0..out.len()`: `1/keep` where element
+    /// `base + i·Sk + j` of the Philox stream is kept (`rng::sample(Bernoulli(keep))`), else 0.
+    fn row(&self, i: usize, sk: usize, out: &mut [f32]) {
+        let inv = 1.0 / self.keep;
+        let start = self.base + (i * sk) as u64;
+        let mut j = 0;
+        while j < out.len() {
+            let idx = start + j as u64;
+            let block = self.key.block(idx / 4);
+            for &r in &block[(idx % 4) as usize..] {
+                if j == out.len() {
+                    break;
+                }
+                out[j] = if u32_to_unit(r) < self.keep { inv } else { 0.0 };
+                j += 1;
+            }
+        }
+    }
+}
 
 /// Sizes of one attention problem.
 #[derive(Clone, Copy)]
@@ -67,7 +99,18 @@ impl<'a> View<'a> {
 /// Forward of one head: `o = softmax(scale·q kᵀ + mask) v` into `o` (row stride `ldo`),
 /// `lse[i]` = row log-sum-exp. `s` is scratch of `BLOCK·Sk`.
 #[allow(clippy::too_many_arguments)]
-fn head_forward(dm: &Dims, q: View, k: View, v: View, o: &mut [f32], ldo: usize, lse: &mut [f32], s: &mut [f32]) {
+fn head_forward(
+    dm: &Dims,
+    q: View,
+    k: View,
+    v: View,
+    o: &mut [f32],
+    ldo: usize,
+    lse: &mut [f32],
+    s: &mut [f32],
+    drop: Option<HeadDropout>,
+) {
+    let mut mask = vec![0.0f32; if drop.is_some() { dm.sk } else { 0 }];
     for r0 in (0..dm.sq).step_by(BLOCK) {
         let r1 = (r0 + BLOCK).min(dm.sq);
         let rb = r1 - r0;
@@ -76,6 +119,10 @@ fn head_forward(dm: &Dims, q: View, k: View, v: View, o: &mut [f32], ldo: usize,
         gemm_strided(sb, kend, q.rows(r0), q.ld, k.x, k.ld, rb, kend, dm.d, false, true, false, dm.scale, Serial);
         for (i, row) in sb.chunks_mut(kend).enumerate() {
             lse[r0 + i] = softmax_row(row, dm.visible(r0 + i));
+            if let Some(d) = &drop {
+                d.row(r0 + i, dm.sk, &mut mask[..kend]);
+                row.iter_mut().zip(&mask).for_each(|(p, m)| *p *= m);
+            }
         }
         gemm_strided(&mut o[r0 * ldo..], ldo, sb, kend, v.x, v.ld, rb, dm.dv, kend, false, false, false, 1.0, Serial);
     }
@@ -109,7 +156,9 @@ struct HeadGrads<'a> {
     dv: &'a mut [f32],
 }
 
-/// Backward of one head from the saved `lse` (see [`head_forward`]). `p`, `dp`: scratch of `BLOCK·Sk`.
+/// Backward of one head from the saved `lse` (see [`head_forward`]). `p`, `dp`: scratch of
+/// `BLOCK·Sk`; with dropout the mask is regenerated from its key (`dv = (p⊙m)ᵀ do`,
+/// `dp ← m ⊙ (do vᵀ)`; `δ = rowsum(do ⊙ o)` is unchanged).
 #[allow(clippy::too_many_arguments)]
 fn head_backward(
     dm: &Dims,
@@ -122,7 +171,10 @@ fn head_backward(
     g: HeadGrads,
     p: &mut [f32],
     dp: &mut [f32],
+    drop: Option<HeadDropout>,
 ) {
+    let mut masks = vec![0.0f32; if drop.is_some() { BLOCK * dm.sk } else { 0 }];
+    let mut pm = vec![0.0f32; if drop.is_some() { BLOCK * dm.sk } else { 0 }];
     for r0 in (0..dm.sq).step_by(BLOCK) {
         let r1 = (r0 + BLOCK).min(dm.sq);
         let rb = r1 - r0;
@@ -134,10 +186,24 @@ fn head_backward(
         for (i, row) in pb.chunks_mut(kend).enumerate() {
             probs_row(row, lse[r0 + i], dm.visible(r0 + i));
         }
-        // dv[0:kend] += pᵀ do (keys a block cannot see keep their zeros)
-        gemm_strided(g.dv, dm.dv, pb, kend, dout.rows(r0), dout.ld, kend, dm.dv, rb, true, false, true, 1.0, Serial);
-        // dp = do vᵀ
+        let mb = &mut masks[..if drop.is_some() { rb * kend } else { 0 }];
+        let pdrop: &[f32] = if let Some(d) = &drop {
+            let pmb = &mut pm[..rb * kend];
+            for (i, (mrow, prow)) in mb.chunks_mut(kend).zip(pmb.chunks_mut(kend)).enumerate() {
+                d.row(r0 + i, dm.sk, mrow);
+                prow.iter_mut().zip(mrow.iter()).zip(&pb[i * kend..(i + 1) * kend]).for_each(|((o, m), p)| *o = m * p);
+            }
+            pmb
+        } else {
+            pb
+        };
+        // dv[0:kend] += (p⊙m)ᵀ do (keys a block cannot see keep their zeros)
+        gemm_strided(g.dv, dm.dv, pdrop, kend, dout.rows(r0), dout.ld, kend, dm.dv, rb, true, false, true, 1.0, Serial);
+        // dp = do vᵀ (⊙ m)
         gemm_strided(dpb, kend, dout.rows(r0), dout.ld, v.x, v.ld, rb, kend, dm.dv, false, true, false, 1.0, Serial);
+        if drop.is_some() {
+            dpb.iter_mut().zip(mb.iter()).for_each(|(d, m)| *d *= m);
+        }
         // ds = scale · p ⊙ (dp − δ), δ_i = do_i · o_i
         for i in 0..rb {
             let gi = &dout.rows(r0 + i)[..dm.dv];
@@ -184,7 +250,7 @@ pub(crate) fn forward(q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, causal: bool,
             let mut s = vec![0.0f32; BLOCK * dm.sk];
             let (q, k, v) =
                 (View::block(qd, b, dm.sq, dm.d), View::block(kd, b, dm.sk, dm.d), View::block(vd, b, dm.sk, dm.dv));
-            head_forward(&dm, q, k, v, ob, dm.dv, lb, &mut s);
+            head_forward(&dm, q, k, v, ob, dm.dv, lb, &mut s, None);
         });
     }
     let mut oshape = q.shape.clone();
@@ -232,6 +298,7 @@ pub(crate) fn backward(
                     HeadGrads { dq: dqb, dk: dkb, dv: dvb },
                     &mut p,
                     &mut dp,
+                    None,
                 );
             });
     }
@@ -246,9 +313,18 @@ fn packed_dims(qkv: &CpuTensor) -> (usize, usize, usize, usize) {
 
 /// Packed self-attention: `qkv: [B, S, 3, H, Dh]` → `(o: [B, S, H, Dh], lse: [B, H, S, 1])`.
 /// One rayon task per batch element, heads in sequence inside it.
-pub(crate) fn packed_forward(qkv: &CpuTensor, causal: bool, scale: f32) -> (CpuTensor, CpuTensor) {
+/// Dropout of head `(bi, hi)` of a packed call, if any.
+fn head_dropout(spec: &AttnSpec, bi: usize, hi: usize, h: usize, s: usize) -> Option<HeadDropout> {
+    spec.dropout.filter(|d| d.p > 0.0).map(|d| HeadDropout {
+        key: d.key,
+        base: ((bi * h + hi) * s * s) as u64,
+        keep: 1.0 - d.p,
+    })
+}
+
+pub(crate) fn packed_forward(qkv: &CpuTensor, spec: &AttnSpec) -> (CpuTensor, CpuTensor) {
     let (b, s, h, dh) = packed_dims(qkv);
-    let dm = Dims { sq: s, sk: s, d: dh, dv: dh, causal, scale };
+    let dm = Dims { sq: s, sk: s, d: dh, dv: dh, causal: spec.causal, scale: spec.scale };
     let mut o = alloc(b * s * h * dh);
     let mut lse = alloc_zeroed(b * h * s);
     let x = qkv.data();
@@ -268,6 +344,7 @@ pub(crate) fn packed_forward(qkv: &CpuTensor, causal: bool, scale: f32) -> (CpuT
                     ld_out,
                     &mut lb[hi * s..(hi + 1) * s],
                     &mut sc,
+                    head_dropout(spec, bi, hi, h, s),
                 );
             }
         });
@@ -281,11 +358,10 @@ pub(crate) fn packed_backward(
     o: &CpuTensor,
     lse: &CpuTensor,
     dout: &CpuTensor,
-    causal: bool,
-    scale: f32,
+    spec: &AttnSpec,
 ) -> CpuTensor {
     let (b, s, h, dh) = packed_dims(qkv);
-    let dm = Dims { sq: s, sk: s, d: dh, dv: dh, causal, scale };
+    let dm = Dims { sq: s, sk: s, d: dh, dv: dh, causal: spec.causal, scale: spec.scale };
     let mut dqkv = alloc(b * s * 3 * h * dh);
     let (x, od, ld, gd) = (qkv.data(), o.data(), lse.data(), dout.data());
     let (ld_in, ld_out) = (3 * h * dh, h * dh);
@@ -314,6 +390,7 @@ pub(crate) fn packed_backward(
                     HeadGrads { dq: &mut gq, dk: &mut gk, dv: &mut gv },
                     &mut p,
                     &mut dp,
+                    head_dropout(spec, bi, hi, h, s),
                 );
                 for (part, g) in [&gq, &gk, &gv].into_iter().enumerate() {
                     for r in 0..s {

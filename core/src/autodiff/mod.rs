@@ -431,8 +431,8 @@ impl<B: Backend> NnOps<Autodiff<B>> for Autodiff<B> {
     fn sum_squares(x: AdTensor<B>) -> Result<AdTensor<B>> {
         Ok(AdTensor::constant(B::sum_squares(x.primal)?))
     }
-    fn self_attention_fwd(qkv: AdTensor<B>, causal: bool, scale: f32) -> Result<(AdTensor<B>, AdTensor<B>)> {
-        ops::self_attention(qkv, causal, scale)
+    fn self_attention_fwd(qkv: AdTensor<B>, spec: &crate::backend::AttnSpec) -> Result<(AdTensor<B>, AdTensor<B>)> {
+        ops::self_attention(qkv, spec)
     }
     fn cross_entropy_fwd(logits: AdTensor<B>, targets: B::Ids) -> Result<(AdTensor<B>, AdTensor<B>)> {
         ops::cross_entropy(logits, targets)

@@ -262,14 +262,14 @@ pub(super) fn linear<B: Backend>(x: AdTensor<B>, w: AdTensor<B>, b: Option<AdTen
 
 pub(super) fn self_attention<B: Backend>(
     qkv: AdTensor<B>,
-    causal: bool,
-    scale: f32,
+    spec: &crate::backend::AttnSpec,
 ) -> Result<(AdTensor<B>, AdTensor<B>)> {
-    let (o, lse) = B::self_attention_fwd(qkv.primal.clone(), causal, scale)?;
+    let spec = *spec;
+    let (o, lse) = B::self_attention_fwd(qkv.primal.clone(), &spec)?;
     let saved = (qkv.primal.clone(), o.clone(), lse.clone());
     let o = record(o, &[&qkv], move |g, _| {
         let (x, o, lse) = saved;
-        one::<B>(B::self_attention_bwd(x, o, lse, g, causal, scale))
+        one::<B>(B::self_attention_bwd(x, o, lse, g, &spec))
     });
     Ok((o, AdTensor::constant(lse)))
 }

@@ -214,9 +214,25 @@ fn causal_mask<B: Backend>(sq: usize, sk: usize, like: &T<B>) -> Result<T<B>> {
 /// dims; `s = scale·q kᵀ` (+ causal mask aligned to the end: query `i` sees key `j ≤ i + Sk − Sq`),
 /// `p = softmax(s)`, `o = p v`. Returns `(o, lse)` with `lse = logsumexp(s): [..., Sq, 1]`.
 pub fn attention_fwd<B: Backend>(q: T<B>, k: T<B>, v: T<B>, causal: bool, scale: f32) -> Result<(T<B>, T<B>)> {
+    attention_fwd_masked::<B>(q, k, v, causal, scale, None)
+}
+
+/// [`attention_fwd`] with an optional dropout mask `m` on the probabilities (`[..., Sq, Sk]`,
+/// entries 0 or `1/(1−p)`): `o = (p ⊙ m) v`.
+fn attention_fwd_masked<B: Backend>(
+    q: T<B>,
+    k: T<B>,
+    v: T<B>,
+    causal: bool,
+    scale: f32,
+    mask: Option<T<B>>,
+) -> Result<(T<B>, T<B>)> {
     let s = scores::<B>(q, k, causal, scale)?;
     let lse = logsumexp::<B>(s.clone())?;
-    let p = B::unary(Unary::Exp, bin::<B>(Binary::Sub, s, lse.clone())?)?;
+    let mut p = B::unary(Unary::Exp, bin::<B>(Binary::Sub, s, lse.clone())?)?;
+    if let Some(m) = mask {
+        p = bin::<B>(Binary::Mul, p, m)?;
+    }
     let o = B::matmul(p, v, false, false)?;
     Ok((o, lse))
 }
@@ -246,10 +262,34 @@ pub fn attention_bwd<B: Backend>(
     causal: bool,
     scale: f32,
 ) -> Result<(T<B>, T<B>, T<B>)> {
+    attention_bwd_masked::<B>(q, k, v, o, lse, dout, causal, scale, None)
+}
+
+/// Backward of [`attention_fwd_masked`]: `dv = (p⊙m)ᵀ do`, `dp = m ⊙ (do vᵀ)`; the softmax
+/// step is unchanged because `rowsum(dp ⊙ p) = rowsum(do ⊙ o)` still holds.
+#[allow(clippy::too_many_arguments)]
+fn attention_bwd_masked<B: Backend>(
+    q: T<B>,
+    k: T<B>,
+    v: T<B>,
+    o: T<B>,
+    lse: T<B>,
+    dout: T<B>,
+    causal: bool,
+    scale: f32,
+    mask: Option<T<B>>,
+) -> Result<(T<B>, T<B>, T<B>)> {
     let s = scores::<B>(q.clone(), k.clone(), causal, scale)?;
     let p = B::unary(Unary::Exp, bin::<B>(Binary::Sub, s, lse)?)?;
-    let dv = B::matmul(p.clone(), dout.clone(), true, false)?;
-    let dp = B::matmul(dout.clone(), v, false, true)?;
+    let pd = match &mask {
+        Some(m) => bin::<B>(Binary::Mul, p.clone(), m.clone())?,
+        None => p.clone(),
+    };
+    let dv = B::matmul(pd, dout.clone(), true, false)?;
+    let mut dp = B::matmul(dout.clone(), v, false, true)?;
+    if let Some(m) = mask {
+        dp = bin::<B>(Binary::Mul, dp, m)?;
+    }
     let ax = B::shape(&o).len() - 1;
     let delta = B::reduce(Reduce::Sum, bin::<B>(Binary::Mul, dout, o)?, ax)?;
     let ds = affine::<B>(bin::<B>(Binary::Mul, p, bin::<B>(Binary::Sub, dp, delta)?)?, scale, 0.0)?;
@@ -267,12 +307,28 @@ fn unpack_qkv<B: Backend>(qkv: T<B>) -> Result<(T<B>, T<B>, T<B>)> {
     Ok((pick(0)?, pick(1)?, pick(2)?))
 }
 
+/// The dropout mask of a packed self-attention call: `[B, H, S, S]`, element
+/// `((b·H + h)·S + i)·S + j` kept (value `1/(1−p)`) when `rng::sample(Bernoulli(1−p))` is 1.
+pub fn attention_dropout_mask<B: Backend>(d: &super::AttnDropout, shape: [usize; 4], dev: &B::Device) -> Result<T<B>> {
+    let keep = B::random(crate::rng::Dist::Bernoulli { p: 1.0 - d.p }, d.key, &shape, dev)?;
+    affine::<B>(keep, 1.0 / (1.0 - d.p), 0.0)
+}
+
+fn packed_mask<B: Backend>(qkv: &T<B>, spec: &super::AttnSpec) -> Result<Option<T<B>>> {
+    let s = B::shape(qkv).to_vec();
+    match &spec.dropout {
+        Some(d) if d.p > 0.0 => Ok(Some(attention_dropout_mask::<B>(d, [s[0], s[3], s[1], s[1]], &B::device(qkv))?)),
+        _ => Ok(None),
+    }
+}
+
 /// Packed self-attention: `qkv: [B, S, 3, H, Dh]` (the output of one qkv projection, rows
 /// ordered q, k, v, heads contiguous) → `(o: [B, S, H, Dh], lse: [B, H, S, 1])`; the
-/// attention of [`attention_fwd`] per head.
-pub fn self_attention_fwd<B: Backend>(qkv: T<B>, causal: bool, scale: f32) -> Result<(T<B>, T<B>)> {
+/// attention of [`attention_fwd`] per head, with optional dropout on the probabilities.
+pub fn self_attention_fwd<B: Backend>(qkv: T<B>, spec: &super::AttnSpec) -> Result<(T<B>, T<B>)> {
+    let mask = packed_mask::<B>(&qkv, spec)?;
     let (q, k, v) = unpack_qkv::<B>(qkv)?;
-    let (o, lse) = attention_fwd::<B>(q, k, v, causal, scale)?;
+    let (o, lse) = attention_fwd_masked::<B>(q, k, v, spec.causal, spec.scale, mask)?;
     Ok((B::permute(o, &[0, 2, 1, 3])?, lse))
 }
 
@@ -282,14 +338,14 @@ pub fn self_attention_bwd<B: Backend>(
     o: T<B>,
     lse: T<B>,
     dout: T<B>,
-    causal: bool,
-    scale: f32,
+    spec: &super::AttnSpec,
 ) -> Result<T<B>> {
     let s = B::shape(&qkv).to_vec();
+    let mask = packed_mask::<B>(&qkv, spec)?;
     let (q, k, v) = unpack_qkv::<B>(qkv)?;
     let o = B::permute(o, &[0, 2, 1, 3])?;
     let dout = B::permute(dout, &[0, 2, 1, 3])?;
-    let (dq, dk, dv) = attention_bwd::<B>(q, k, v, o, lse, dout, causal, scale)?;
+    let (dq, dk, dv) = attention_bwd_masked::<B>(q, k, v, o, lse, dout, spec.causal, spec.scale, mask)?;
     let one = [1, s[0], s[3], s[1], s[4]];
     let stacked = B::concat(vec![B::reshape(dq, &one)?, B::reshape(dk, &one)?, B::reshape(dv, &one)?], 0)?;
     B::permute(stacked, &[1, 3, 0, 2, 4])

@@ -22,7 +22,7 @@ mod nn_ops;
 
 pub use crate::rng::Dist;
 pub use composite::*;
-pub use nn_ops::{AdamWStep, NnOps};
+pub use nn_ops::{AdamWStep, AttnDropout, AttnSpec, NnOps};
 
 /// Elementwise unary operations. `y = f(x)`; gradients use [`crate::math::unary_grad`].
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

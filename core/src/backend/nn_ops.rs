@@ -47,6 +47,28 @@ impl AdamWStep {
     }
 }
 
+/// Dropout on attention probabilities: each probability is kept with probability `1 − p` and
+/// scaled by `1/(1 − p)`; the mask is the Philox stream of `key` (see
+/// [`composite::attention_dropout_mask`] for the element order every backend follows).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnDropout {
+    /// Drop probability in `[0, 1)`.
+    pub p: f32,
+    /// Random stream of the mask.
+    pub key: crate::rng::RngKey,
+}
+
+/// Settings of a packed self-attention call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttnSpec {
+    /// Causal mask (query `i` sees keys `j ≤ i`).
+    pub causal: bool,
+    /// Score scale, usually `1/√Dh`.
+    pub scale: f32,
+    /// Optional dropout on the probabilities (training only).
+    pub dropout: Option<AttnDropout>,
+}
+
 /// Fused NN kernels with forward and backward. Every method has a default built from
 /// primitive ops ([`composite`]); backends override them with kernels of their own, and
 /// the conformance suite checks the overrides against these defaults.
@@ -86,12 +108,12 @@ pub trait NnOps<B: Backend> {
         composite::attention_bwd::<B>(q, k, v, o, lse, dout, causal, scale)
     }
     /// Packed self-attention; see [`composite::self_attention_fwd`]. Returns `(o, lse)`.
-    fn self_attention_fwd(qkv: T<B>, causal: bool, scale: f32) -> Result<(T<B>, T<B>)> {
-        composite::self_attention_fwd::<B>(qkv, causal, scale)
+    fn self_attention_fwd(qkv: T<B>, spec: &AttnSpec) -> Result<(T<B>, T<B>)> {
+        composite::self_attention_fwd::<B>(qkv, spec)
     }
     /// Packed self-attention backward; see [`composite::self_attention_bwd`]. Returns `dqkv`.
-    fn self_attention_bwd(qkv: T<B>, o: T<B>, lse: T<B>, dout: T<B>, causal: bool, scale: f32) -> Result<T<B>> {
-        composite::self_attention_bwd::<B>(qkv, o, lse, dout, causal, scale)
+    fn self_attention_bwd(qkv: T<B>, o: T<B>, lse: T<B>, dout: T<B>, spec: &AttnSpec) -> Result<T<B>> {
+        composite::self_attention_bwd::<B>(qkv, o, lse, dout, spec)
     }
     /// Mean cross-entropy of `logits: [N, V]` against `targets: [N]`; returns `(loss: [], lse: [N, 1])`.
     fn cross_entropy_fwd(logits: T<B>, targets: B::Ids) -> Result<(T<B>, T<B>)> {

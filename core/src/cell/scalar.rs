@@ -332,13 +332,7 @@ pub fn backward<F: Float>(
             }
         }
         // 3–4: gate and bound
-        let mut gu = vec![F::zero(); 4 * n];
-        for i in 0..n {
-            for ch in 0..4 {
-                let x = 4 * i + ch;
-                gu[x] = gh1[x] * a1[i] * bound_grad(mode, k_sharp, fw.u[x]);
-            }
-        }
+        let gu: Vec<F> = (0..4 * n).map(|x| gh1[x] * a1[x / 4] * bound_grad(mode, k_sharp, fw.u[x])).collect();
         // 5: EPGL update
         let (c4, c3, c2) = (f::<F>(0.4), f::<F>(0.3), f::<F>(0.2));
         let mut gh_prev = vec![F::zero(); 4 * n];
@@ -497,6 +491,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn loss(spec: &ColonySpec, c: &[f64], s: &[f64], h0: &[f64], w0: &[f64], gh: &[f64], gw: &[f64], n: usize) -> f64 {
         let mut t = Trajectory::new(n, spec.steps);
         forward(spec, c, s, h0, w0, &mut t);

@@ -5,7 +5,7 @@
 use super::LanguageModel;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::nn::{dropout, join, CausalSelfAttention, Embedding, ForwardCtx, LayerNorm, Linear, Mlp, Module};
+use crate::nn::{dropout, join, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
 use crate::rng::RngKey;
 use crate::shape_err;
 use crate::tensor::{Ids, Tensor};
@@ -111,7 +111,7 @@ pub struct Block<B: Backend> {
     /// Norm before attention.
     pub ln1: LayerNorm<B>,
     /// Causal self-attention.
-    pub attn: CausalSelfAttention<B>,
+    pub attn: SelfAttention<B>,
     /// Norm before the MLP.
     pub ln2: LayerNorm<B>,
     /// MLP.
@@ -122,7 +122,7 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     /// `x + attn(LN₁ x)`, then `+ mlp(LN₂ x)`.
     pub fn forward(&self, x: &Tensor<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
-        let a = dropout(&self.attn.forward(&self.ln1.forward(x)?)?, self.dropout, ctx)?;
+        let a = dropout(&self.attn.forward(&self.ln1.forward(x)?, ctx)?, self.dropout, ctx)?;
         let x = x.add(&a)?;
         let m = self.mlp.forward(&self.ln2.forward(&x)?, ctx)?;
         x.add(&m)
@@ -199,9 +199,27 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
             let k = key.fold(100 + i as u64);
             blocks.push(Block {
                 ln1: LayerNorm::new(d, cfg.ln_eps, dev)?,
-                attn: CausalSelfAttention::new(d, cfg.n_head, cfg.bias, std, proj_std, k.fold(1), dev)?,
+                attn: SelfAttention::new(
+                    d,
+                    cfg.n_head,
+                    true,
+                    cfg.bias,
+                    Init::Normal(std),
+                    Init::Normal(proj_std),
+                    k.fold(1),
+                    dev,
+                )?,
                 ln2: LayerNorm::new(d, cfg.ln_eps, dev)?,
-                mlp: Mlp::new(d, cfg.mlp_mult * d, cfg.bias, cfg.dropout, std, proj_std, k.fold(2), dev)?,
+                mlp: Mlp::new(
+                    d,
+                    cfg.mlp_mult * d,
+                    cfg.bias,
+                    cfg.dropout,
+                    Init::Normal(std),
+                    Init::Normal(proj_std),
+                    k.fold(2),
+                    dev,
+                )?,
                 dropout: cfg.dropout,
             });
         }

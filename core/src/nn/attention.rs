@@ -1,6 +1,6 @@
-//! Causal multi-head self-attention and the GELU MLP of a transformer block.
-use super::{dropout, join, ForwardCtx, Linear, Module};
-use crate::backend::Backend;
+//! Multi-head self-attention and the GELU MLP of a transformer block.
+use super::{dropout, join, ForwardCtx, Init, Linear, Module};
+use crate::backend::{AttnDropout, AttnSpec, Backend};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use crate::tensor::Tensor;
@@ -8,26 +8,34 @@ use crate::tensor::Tensor;
 // float methods come from std, or from libm via num-traits under no_std
 use num_traits::Float;
 
-/// Causal multi-head self-attention with a packed `qkv` projection (rows ordered q, k, v;
-/// heads are contiguous `d/H` slices) and an output projection.
+/// Multi-head self-attention with a packed `qkv` projection (rows ordered q, k, v; heads are
+/// contiguous `d/H` slices) and an output projection, causal or not, with optional dropout on
+/// the attention probabilities.
 #[derive(Debug, Clone)]
-pub struct CausalSelfAttention<B: Backend> {
+pub struct SelfAttention<B: Backend> {
     /// Packed input projection `[3d, d]`.
     pub qkv: Linear<B>,
     /// Output projection `[d, d]`.
     pub proj: Linear<B>,
     /// Number of heads.
     pub n_head: usize,
+    /// Causal mask.
+    pub causal: bool,
+    /// Dropout on the attention probabilities (training only).
+    pub attn_dropout: f32,
 }
 
-impl<B: Backend> CausalSelfAttention<B> {
-    /// Projections ~ N(0, std²) (`proj_std` for the output projection), zero biases.
+impl<B: Backend> SelfAttention<B> {
+    /// Width `d`, `n_head` heads; the projections drawn from `qkv_init` and `proj_init`,
+    /// biases zero.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         d: usize,
         n_head: usize,
+        causal: bool,
         bias: bool,
-        std: f32,
-        proj_std: f32,
+        qkv_init: Init,
+        proj_init: Init,
         key: RngKey,
         dev: &B::Device,
     ) -> Result<Self> {
@@ -35,15 +43,26 @@ impl<B: Backend> CausalSelfAttention<B> {
             return Err(Error::Config(alloc::format!("width {d} is not divisible by {n_head} heads")));
         }
         Ok(Self {
-            qkv: Linear::new(d, 3 * d, bias, std, key.fold(1), dev)?,
-            proj: Linear::new(d, d, bias, proj_std, key.fold(2), dev)?,
+            qkv: Linear::with_init(d, 3 * d, bias, qkv_init, key.fold(1), dev)?,
+            proj: Linear::with_init(d, d, bias, proj_init, key.fold(2), dev)?,
             n_head,
+            causal,
+            attn_dropout: 0.0,
         })
     }
 
-    /// `x: [B, S, d] → [B, S, d]`: `softmax(q kᵀ/√(d/H) + causal mask) v`, heads concatenated,
-    /// then the output projection.
-    pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+    /// The same layer with dropout `p` on the attention probabilities.
+    pub fn with_attn_dropout(mut self, p: f32) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Config(alloc::format!("attention dropout {p} must be in [0, 1)")));
+        }
+        self.attn_dropout = p;
+        Ok(self)
+    }
+
+    /// `x: [B, S, d] → [B, S, d]`: `softmax(q kᵀ/√(d/H) [+ causal mask]) v` per head, heads
+    /// concatenated, then the output projection.
+    pub fn forward(&self, x: &Tensor<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
         let s = x.shape();
         if s.len() != 3 {
             return Err(crate::shape_err!("attention", "input must be [batch, seq, dim], got {s:?}"));
@@ -52,12 +71,15 @@ impl<B: Backend> CausalSelfAttention<B> {
         let h = self.n_head;
         let hd = d / h;
         let qkv = self.qkv.forward(x)?.reshape(&[b, t, 3, h, hd])?;
-        let y = Tensor::self_attention(&qkv, true, 1.0 / (hd as f32).sqrt())?;
+        let dropout =
+            (ctx.train && self.attn_dropout > 0.0).then(|| AttnDropout { p: self.attn_dropout, key: ctx.next_key() });
+        let spec = AttnSpec { causal: self.causal, scale: 1.0 / (hd as f32).sqrt(), dropout };
+        let y = Tensor::self_attention(&qkv, &spec)?;
         self.proj.forward(&y.reshape(&[b, t, d])?)
     }
 }
 
-impl<B: Backend> Module<B> for CausalSelfAttention<B> {
+impl<B: Backend> Module<B> for SelfAttention<B> {
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
         self.qkv.visit(&join(prefix, "qkv"), f);
         self.proj.visit(&join(prefix, "proj"), f);
@@ -80,21 +102,21 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Weights ~ N(0, std²) (`proj_std` for the output projection), zero biases.
+    /// Weights from `fc_init` / `proj_init`, zero biases.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         d: usize,
         hidden: usize,
         bias: bool,
         dropout: f32,
-        std: f32,
-        proj_std: f32,
+        fc_init: Init,
+        proj_init: Init,
         key: RngKey,
         dev: &B::Device,
     ) -> Result<Self> {
         Ok(Self {
-            fc: Linear::new(d, hidden, bias, std, key.fold(1), dev)?,
-            proj: Linear::new(hidden, d, bias, proj_std, key.fold(2), dev)?,
+            fc: Linear::with_init(d, hidden, bias, fc_init, key.fold(1), dev)?,
+            proj: Linear::with_init(hidden, d, bias, proj_init, key.fold(2), dev)?,
             dropout,
         })
     }

@@ -5,6 +5,33 @@ use crate::error::{Error, Result};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 
+/// How a weight matrix is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// `N(0, std²)`.
+    Normal(f32),
+    /// `U(−bound, bound)`.
+    Uniform(f32),
+}
+
+impl Init {
+    /// PyTorch's `xavier_uniform_` for a `[fan_out, fan_in]` matrix: `U(±√(6/(fan_in + fan_out)))`.
+    pub fn xavier_uniform(fan_in: usize, fan_out: usize) -> Self {
+        Init::Uniform(libm::sqrtf(6.0 / (fan_in + fan_out) as f32))
+    }
+    /// PyTorch's default `nn.Linear` weight init (`kaiming_uniform_(a=√5)`): `U(±1/√fan_in)`.
+    pub fn torch_linear(fan_in: usize) -> Self {
+        Init::Uniform(1.0 / libm::sqrtf(fan_in as f32))
+    }
+    /// A tensor of `shape` drawn from this distribution.
+    pub fn tensor<B: Backend>(self, shape: &[usize], key: RngKey, dev: &B::Device) -> Result<Tensor<B>> {
+        match self {
+            Init::Normal(std) => Tensor::randn(std, key, shape, dev),
+            Init::Uniform(b) => Tensor::random(Dist::Uniform { lo: -b, hi: b }, key, shape, dev),
+        }
+    }
+}
+
 /// `y = x Wᵀ + b`; `W: [out, in]` (PyTorch layout), `b: [out]`; `x: [..., in] → [..., out]`.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
@@ -17,8 +44,12 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// Weight ~ N(0, std²), bias zero.
     pub fn new(d_in: usize, d_out: usize, bias: bool, std: f32, key: RngKey, dev: &B::Device) -> Result<Self> {
+        Self::with_init(d_in, d_out, bias, Init::Normal(std), key, dev)
+    }
+    /// Weight from `init`, bias zero.
+    pub fn with_init(d_in: usize, d_out: usize, bias: bool, init: Init, key: RngKey, dev: &B::Device) -> Result<Self> {
         Ok(Self {
-            weight: Tensor::randn(std, key, &[d_out, d_in], dev)?,
+            weight: init.tensor(&[d_out, d_in], key, dev)?,
             bias: if bias { Some(Tensor::zeros(&[d_out], dev)?) } else { None },
         })
     }

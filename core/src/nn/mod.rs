@@ -15,8 +15,8 @@ use alloc::vec::Vec;
 mod attention;
 mod layers;
 
-pub use attention::{CausalSelfAttention, Mlp};
-pub use layers::{dropout, Embedding, LayerNorm, Linear, RmsNorm};
+pub use attention::{Mlp, SelfAttention};
+pub use layers::{dropout, Embedding, Init, LayerNorm, Linear, RmsNorm};
 
 /// Something with named parameters.
 pub trait Module<B: Backend> {
