@@ -210,11 +210,15 @@ fn matmul(a: MatmulArgs) -> Result<()> {
 
 /// Training FLOPs of one step (forward + backward ≈ 3× forward matmul FLOPs), when known.
 fn step_flops(run: &RunConfig) -> Option<f64> {
+    let (tokens, seq) = (run.train.batch_size * run.train.seq_len, run.train.seq_len);
     match run.arch.as_str() {
         "gpt" => {
             let cfg: protocell_core::models::GptConfig = serde_json::from_value(run.model.clone()).ok()?;
-            let tokens = run.train.batch_size * run.train.seq_len;
-            Some(3.0 * cfg.forward_flops(tokens, run.train.seq_len))
+            Some(3.0 * cfg.forward_flops(tokens, seq))
+        }
+        "cell-token" => {
+            let cfg: protocell_core::models::CellTokenConfig = serde_json::from_value(run.model.clone()).ok()?;
+            Some(3.0 * cfg.forward_flops(tokens, seq))
         }
         _ => None,
     }
@@ -224,7 +228,7 @@ fn pytorch_script(a: &TrainBenchArgs) -> PathBuf {
     a.pytorch_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch"))
-        .join(format!("{}.py", a.model))
+        .join(format!("{}.py", a.model.replace('-', "_")))
 }
 
 fn run_pytorch(a: &TrainBenchArgs, run: &RunConfig) -> Result<Value> {
@@ -268,7 +272,9 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     let mut v = registry::preset(&a.model, a.preset.as_deref())?.to_value();
     v["train"]["steps"] = json!(a.steps + a.warmup);
     v["train"]["warmup"] = json!(0);
-    v["train"]["data"]["corpus_bytes"] = json!(256 << 10);
+    if v["train"]["data"]["corpus"] == json!("synthetic") {
+        v["train"]["data"]["corpus_bytes"] = json!(256 << 10);
+    }
     for s in &a.sets {
         apply_set(&mut v, s)?;
     }
@@ -350,7 +356,7 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             tokens as f64 / (t / 1e3),
             t / ms
         ),
-        (Some(Err(e)), _) => println!("pytorch        unavailable: {e}"),
+        (Some(Err(e)), _) => println!("pytorch        {e}"),
         _ => {}
     }
     Ok(())
@@ -432,6 +438,14 @@ fn ops(a: OpsArgs) -> Result<()> {
     flop("self-attention bwd (same shape)", 2.0 * attn_flops, &mut || {
         B::self_attention_bwd(qkv.clone(), so.clone(), sl.clone(), sdo.clone(), &spec).map(drop)
     })?;
+    let dspec = protocell_core::backend::AttnSpec {
+        dropout: Some(protocell_core::backend::AttnDropout { p: 0.1, key: protocell_core::RngKey::new(1) }),
+        ..spec
+    };
+    flop("self-attention fwd, dropout 0.1", attn_flops, &mut || B::self_attention_fwd(qkv.clone(), &dspec).map(drop))?;
+    flop("self-attention bwd, dropout 0.1", 2.0 * attn_flops, &mut || {
+        B::self_attention_bwd(qkv.clone(), so.clone(), sl.clone(), sdo.clone(), &dspec).map(drop)
+    })?;
     flop(&format!("attention fwd [{bsz},{h},{s},{}] causal", d / h), attn_flops, &mut || {
         B::attention_fwd(q.clone(), q.clone(), q.clone(), true, 0.125).map(drop)
     })?;
@@ -471,6 +485,10 @@ fn ops(a: OpsArgs) -> Result<()> {
         B::cross_entropy_bwd(logits.clone(), ids.clone(), lse, l).map(drop)
     })?;
     let hstep = AdamWStep::new(1e-3, 0.9, 0.999, 1e-8, 0.1, 10);
+    mem(&format!("bernoulli mask [{n},{d}]"), e, &mut || {
+        B::random(protocell_core::rng::Dist::Bernoulli { p: 0.9 }, protocell_core::RngKey::new(2), &[n, d], &dev)
+            .map(drop)
+    })?;
     mem(&format!("adamw [{}]", 4 * d * d), 7.0 * (4 * d * d) as f64 * 4.0, &mut || {
         B::adamw_step(w.clone(), w.clone(), w.clone(), w.clone(), &hstep).map(drop)
     })?;

@@ -37,6 +37,8 @@ fn fails_with(o: &Output, needle: &str) {
 
 /// The tiny preset cut down further so that a debug build trains it in a second or two.
 const SMALL: &[&str] = &[
+    "--model",
+    "gpt",
     "--preset",
     "tiny",
     "--set",
@@ -164,7 +166,7 @@ fn bad_configuration() {
     let dir = tmp("config");
     let out = dir.join("out");
     fails_with(&bin().args(["train", "--model", "no-such-model"]).output().unwrap(), "unknown model");
-    fails_with(&bin().args(["train", "--preset", "huge"]).output().unwrap(), "unknown preset");
+    fails_with(&bin().args(["train", "--model", "gpt", "--preset", "huge"]).output().unwrap(), "unknown preset");
     fails_with(&train(&out, 5, &["--set", "train.lr=-1"]), "learning rate");
     fails_with(&train(&out, 5, &["--set", "model.n_head=3"]), "divisible");
     fails_with(&train(&out, 5, &["--set", "no_such_key=1"]), "unknown configuration key");

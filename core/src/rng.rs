@@ -5,7 +5,10 @@
 //! and a run can be replayed from its seed and step alone:
 //!
 //! * block `b` of a key is `philox4x32_10(ctr = [b_lo, b_hi, offset_lo, offset_hi], key = [seed_lo, seed_hi])`;
-//! * uniform / Bernoulli element `i` uses lane `i % 4` of block `i / 4`;
+//! * uniform element `i` uses lane `i % 4` of block `i / 4`;
+//! * Bernoulli element `i` uses the 16-bit word `i % 8` of block `i / 8` (lane `(i%8)/2`,
+//!   low half first) and is 1 when the word is below `round(p·2¹⁶)` (probability resolution
+//!   2⁻¹⁶, eight draws per block: dropout masks are the hot consumer);
 //! * normal element `i` uses lanes `2(i%2)` and `2(i%2)+1` of block `i / 2`
 //!   (Box–Muller, cosine branch).
 use serde::{Deserialize, Serialize};
@@ -119,20 +122,26 @@ pub fn sample(dist: Dist, key: &RngKey, index: u64) -> f32 {
             let r = key.block(index / 4)[(index % 4) as usize];
             lo + (hi - lo) * u32_to_unit(r)
         }
-        Dist::Bernoulli { p } => {
-            let r = key.block(index / 4)[(index % 4) as usize];
-            if u32_to_unit(r) < p {
-                1.0
-            } else {
-                0.0
-            }
-        }
+        Dist::Bernoulli { p } => bernoulli_word(&key.block(index / 8), index, bernoulli_threshold(p)) as u8 as f32,
         Dist::Normal { mean, std } => {
             let b = key.block(index / 2);
             let lane = 2 * (index % 2) as usize;
             mean + std * box_muller(b[lane], b[lane + 1])
         }
     }
+}
+
+/// Integer threshold of a Bernoulli(`p`) draw on 16-bit words: `round(p·2¹⁶)`.
+#[inline]
+pub fn bernoulli_threshold(p: f32) -> u32 {
+    libm::roundf(p.clamp(0.0, 1.0) * 65_536.0) as u32
+}
+
+/// Bernoulli draw of element `index` from its block (`index / 8`): word `index % 8` < `threshold`.
+#[inline]
+pub fn bernoulli_word(block: &[u32; 4], index: u64, threshold: u32) -> bool {
+    let w = (block[((index % 8) / 2) as usize] >> (16 * (index % 2))) & 0xFFFF;
+    w < threshold
 }
 
 /// Standard normal from two random words: `sqrt(-2 ln u1) * cos(2π u2)`, `u1 ∈ (0,1]`.

@@ -14,20 +14,69 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// A UTF-8 text file; `null` means the built-in synthetic corpus.
+    /// A UTF-8 text file; `null` means the built-in corpus named by `corpus`.
     pub path: Option<String>,
-    /// Size of the built-in corpus in bytes.
+    /// Built-in corpus used when `path` is `null`.
+    #[serde(default)]
+    pub corpus: Corpus,
+    /// Size of the built-in corpus: bytes of `synthetic`, characters of `seed-phrases`,
+    /// repetitions of the 251-character period of `seed-sentences`.
     pub corpus_bytes: usize,
     /// Seed of the built-in corpus.
     pub corpus_seed: u64,
     /// Fraction of the text held out for validation (the tail).
     pub val_fraction: f64,
+    /// Tokenizer: UTF-8 bytes, or the sorted set of the text's characters.
+    #[serde(default)]
+    pub tokenizer: TokenizerKind,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { path: None, corpus_bytes: 2 << 20, corpus_seed: 1, val_fraction: 0.1 }
+        Self {
+            path: None,
+            corpus: Corpus::Synthetic,
+            corpus_bytes: 2 << 20,
+            corpus_seed: 1,
+            val_fraction: 0.1,
+            tokenizer: TokenizerKind::Bytes,
+        }
     }
+}
+
+/// Built-in corpora.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Corpus {
+    /// English-like paragraphs from a seeded grammar.
+    #[default]
+    Synthetic,
+    /// The CellToken seed's five sentences, repeated.
+    SeedSentences,
+    /// The Cellular Transformer seed's nine phrases drawn at random.
+    SeedPhrases,
+}
+
+/// Tokenizers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenizerKind {
+    /// UTF-8 bytes, vocabulary 256.
+    #[default]
+    Bytes,
+    /// The sorted set of the text's characters (the seed scripts' vocabulary).
+    Chars,
+}
+
+/// How training batches are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplingKind {
+    /// Window starts drawn uniformly with replacement.
+    #[default]
+    Random,
+    /// Every window once per epoch, in a fresh random order each epoch.
+    Epochs,
 }
 
 /// Training settings shared by every model.
@@ -56,6 +105,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Seed of initialisation, batch sampling and dropout.
     pub seed: u64,
+    /// How batches are drawn.
+    #[serde(default)]
+    pub sampling: SamplingKind,
     /// Training text.
     pub data: DataConfig,
 }
@@ -72,8 +124,9 @@ impl Default for TrainConfig {
             optim: AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() },
             eval_every: 100,
             eval_batches: 8,
-            checkpoint_every: 0,
+            checkpoint_every: 200,
             seed: 1234,
+            sampling: SamplingKind::Random,
             data: DataConfig::default(),
         }
     }
@@ -106,8 +159,15 @@ impl TrainConfig {
         if !(vf > 0.0 && vf <= 0.5) {
             return bad(format!("train.data.val_fraction {vf} must be in (0, 0.5]"));
         }
-        if self.data.path.is_none() && (self.data.corpus_bytes < 1024 || self.data.corpus_bytes > 1 << 30) {
-            return bad(format!("train.data.corpus_bytes {} must be in 1024..=2^30", self.data.corpus_bytes));
+        let size_ok = match self.data.corpus {
+            Corpus::SeedSentences => (1..=100_000).contains(&self.data.corpus_bytes),
+            _ => (1024..=1 << 30).contains(&self.data.corpus_bytes),
+        };
+        if self.data.path.is_none() && !size_ok {
+            return bad(format!(
+                "train.data.corpus_bytes {} is out of range for the {:?} corpus (1024..=2^30; 1..=100000 repetitions for seed-sentences)",
+                self.data.corpus_bytes, self.data.corpus
+            ));
         }
         Ok(())
     }

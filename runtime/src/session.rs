@@ -1,12 +1,12 @@
 //! Training sessions: one generic trainer, monomorphised per (backend, model), behind the
 //! object-safe [`Session`] trait that the CLI and the C ABI drive.
-use crate::config::RunConfig;
+use crate::config::{RunConfig, SamplingKind};
 use crate::data::{self, Dataset};
 use crate::infer::{self, EvalReport, Sampling};
 use crate::{with_arch, with_device, Device};
 use protocell_core::autodiff::{Autodiff, AutodiffBackend};
 use protocell_core::backend::{Backend, MemoryStats};
-use protocell_core::data::{eval_batches, train_batch, Batch, Tokenizer};
+use protocell_core::data::{epoch_batch, eval_batches, train_batch, Batch, Tokenizer};
 use protocell_core::error::{Error, Result};
 use protocell_core::models::LanguageModel;
 use protocell_core::nn::{export_params, import_params, ForwardCtx};
@@ -23,7 +23,7 @@ const DATA_STREAM: u64 = 2;
 const DROPOUT_STREAM: u64 = 3;
 
 /// What one training step did.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepStats {
     /// Steps completed after this one.
     pub step: u64,
@@ -37,6 +37,8 @@ pub struct StepStats {
     pub tokens: u64,
     /// Wall time of the step in seconds.
     pub seconds: f64,
+    /// Statistics the model reported about the pass (e.g. the alive fraction of pruned cells).
+    pub model_stats: Vec<(&'static str, f64)>,
 }
 
 /// A training run in progress, whatever its backend and architecture.
@@ -85,6 +87,7 @@ struct Trainer<AB: AutodiffBackend, M> {
     last_loss: Option<f64>,
     last_val: Option<f64>,
     config_hash: u64,
+    epoch_cache: Option<(u64, Vec<u32>)>,
 }
 
 fn config_hash(run: &RunConfig) -> u64 {
@@ -131,6 +134,7 @@ where
             last_loss: None,
             last_val: None,
             config_hash,
+            epoch_cache: None,
         })
     }
 
@@ -193,6 +197,7 @@ where
             grad_norm: report.grad_norm,
             tokens,
             seconds: started.elapsed().as_secs_f64(),
+            model_stats: ctx.stats().to_vec(),
         })
     }
 }
@@ -222,13 +227,13 @@ where
     fn train_step(&mut self) -> Result<StepStats> {
         let started = Instant::now();
         let t = &self.run.train;
-        let batch = train_batch(
-            &self.data.split.train,
-            t.batch_size,
-            t.seq_len,
-            RngKey::new(t.seed).fold(DATA_STREAM),
-            self.step,
-        )?;
+        let key = RngKey::new(t.seed).fold(DATA_STREAM);
+        let batch = match t.sampling {
+            SamplingKind::Random => train_batch(&self.data.split.train, t.batch_size, t.seq_len, key, self.step)?,
+            SamplingKind::Epochs => {
+                epoch_batch(&self.data.split.train, t.batch_size, t.seq_len, key, self.step, &mut self.epoch_cache)?
+            }
+        };
         self.update(&batch, started)
     }
     fn train_on(&mut self, inputs: &[u32], targets: &[u32], batch: usize, seq: usize) -> Result<StepStats> {

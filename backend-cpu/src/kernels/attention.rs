@@ -15,7 +15,7 @@ use crate::CpuTensor;
 use gemm::Parallelism::None as Serial;
 use protocell_core::backend::AttnSpec;
 use protocell_core::math;
-use protocell_core::rng::{u32_to_unit, RngKey};
+use protocell_core::rng::{Dist, RngKey};
 use protocell_core::shape;
 use rayon::prelude::*;
 
@@ -33,22 +33,11 @@ struct HeadDropout {
 
 impl HeadDropout {
     /// Mask values of query row `i` for keys `0..out.len()`: `1/keep` where element
-    /// `base + i·Sk + j` of the Philox stream is kept (`rng::sample(Bernoulli(keep))`), else 0.
+    /// `base + i·Sk + j` of the stream is kept (`rng::sample(Bernoulli(keep))`), else 0.
     fn row(&self, i: usize, sk: usize, out: &mut [f32]) {
+        super::random::fill_range(Dist::Bernoulli { p: self.keep }, &self.key, self.base + (i * sk) as u64, out);
         let inv = 1.0 / self.keep;
-        let start = self.base + (i * sk) as u64;
-        let mut j = 0;
-        while j < out.len() {
-            let idx = start + j as u64;
-            let block = self.key.block(idx / 4);
-            for &r in &block[(idx % 4) as usize..] {
-                if j == out.len() {
-                    break;
-                }
-                out[j] = if u32_to_unit(r) < self.keep { inv } else { 0.0 };
-                j += 1;
-            }
-        }
+        out.iter_mut().for_each(|m| *m *= inv);
     }
 }
 

@@ -105,7 +105,7 @@ pub(crate) fn backward(
                         spec,
                         c,
                         s,
-                        &traj,
+                        &mut traj,
                         &dhd[tok * 4 * n..(tok + 1) * 4 * n],
                         &dwd[tok * n * n..(tok + 1) * n * n],
                         TokenGrads { h0: gho, w0: gwo, stim: gso, coeffs: &mut gc },

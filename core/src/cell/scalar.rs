@@ -106,7 +106,43 @@ pub fn block_entropy<F: Float>(h: &[F]) -> F {
     e / f::<F>(4.0).ln()
 }
 
-/// One token's trajectory: states before and after every step, and the alive masks.
+/// Per-step working buffers, allocated once per trajectory and reused for every token.
+#[derive(Debug, Clone)]
+struct Scratch<F> {
+    den: Vec<F>,
+    nb: Vec<F>,
+    u: Vec<F>,
+    g_h: Vec<F>,
+    g_w: Vec<F>,
+    gh1: Vec<F>,
+    gw_prev: Vec<F>,
+    gu: Vec<F>,
+    gh_prev: Vec<F>,
+    gnb: Vec<F>,
+    gwhat: Vec<F>,
+}
+
+impl<F: Float> Scratch<F> {
+    fn new(n: usize) -> Self {
+        let z = |len: usize| vec![F::zero(); len];
+        Self {
+            den: z(n),
+            nb: z(4 * n),
+            u: z(4 * n),
+            g_h: z(4 * n),
+            g_w: z(n * n),
+            gh1: z(4 * n),
+            gw_prev: z(n * n),
+            gu: z(4 * n),
+            gh_prev: z(4 * n),
+            gnb: z(4 * n),
+            gwhat: z(n),
+        }
+    }
+}
+
+/// One token's trajectory: states before and after every step, and the alive masks (plus
+/// reusable working memory, so running many tokens through one trajectory allocates nothing).
 #[derive(Debug, Clone)]
 pub struct Trajectory<F> {
     n: usize,
@@ -118,6 +154,7 @@ pub struct Trajectory<F> {
     /// `(K+1)·N`: 1 alive, 0 dead.
     pub alive: Vec<F>,
     life: Vec<F>,
+    scratch: Scratch<F>,
 }
 
 impl<F: Float> Trajectory<F> {
@@ -130,6 +167,7 @@ impl<F: Float> Trajectory<F> {
             w: vec![F::zero(); (steps + 1) * n * n],
             alive: vec![F::one(); (steps + 1) * n],
             life: vec![F::one(); n],
+            scratch: Scratch::new(n),
         }
     }
     /// State after `k` steps.
@@ -158,18 +196,23 @@ impl<F: Float> Trajectory<F> {
     }
 }
 
-/// Quantities of one step recomputed from its inputs.
-struct Fwd<F> {
-    den: Vec<F>,
-    nb: Vec<F>,
-    u: Vec<F>,
-}
-
-fn routing_and_update<F: Float>(spec: &ColonySpec, c: &[F], s: &[F], h: &[F], w: &[F], n: usize) -> Fwd<F> {
+/// Routing and the EPGL update of one step: writes the row denominators `den`, neighbour
+/// means `nb` and the pre-bound update `u`.
+#[allow(clippy::too_many_arguments)]
+fn routing_and_update<F: Float>(
+    spec: &ColonySpec,
+    c: &[F],
+    s: &[F],
+    h: &[F],
+    w: &[F],
+    n: usize,
+    den: &mut [F],
+    nb: &mut [F],
+    u: &mut [F],
+) {
     let dt: F = f(spec.dt as f64);
     let eps: F = f(spec.row_eps as f64);
-    let mut den = vec![F::zero(); n];
-    let mut nb = vec![F::zero(); 4 * n];
+    nb.iter_mut().for_each(|x| *x = F::zero());
     for i in 0..n {
         let row = &w[i * n..(i + 1) * n];
         den[i] = row.iter().fold(F::zero(), |a, &x| a + x) + eps;
@@ -181,7 +224,6 @@ fn routing_and_update<F: Float>(spec: &ColonySpec, c: &[F], s: &[F], h: &[F], w:
         }
     }
     let (c4, c3, c2, half) = (f::<F>(0.4), f::<F>(0.3), f::<F>(0.2), f::<F>(0.5));
-    let mut u = vec![F::zero(); 4 * n];
     for i in 0..n {
         let (e, p, g, l) = (h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
         let (ne, np, ng, nl) = (nb[4 * i], nb[4 * i + 1], nb[4 * i + 2], nb[4 * i + 3]);
@@ -191,7 +233,6 @@ fn routing_and_update<F: Float>(spec: &ColonySpec, c: &[F], s: &[F], h: &[F], w:
         u[4 * i + 2] = g + dt * (c[A_G] * e * (F::one() - p) + c[B_G] * (ng - g) - c3 * p);
         u[4 * i + 3] = l + dt * (c[A_L] * (half * ne + half * ng) + c[B_L] * (nl - l) - c3 * p);
     }
-    Fwd { den, nb, u }
 }
 
 fn distance<F: Float>(mode: CellMode, h: &[F], i: usize, j: usize) -> F {
@@ -216,12 +257,14 @@ pub fn forward<F: Float>(spec: &ColonySpec, c: &[F], s: &[F], h0: &[F], w0: &[F]
     traj.w[..n * n].copy_from_slice(w0);
     traj.alive[..n].iter_mut().for_each(|a| *a = F::one());
     traj.life.iter_mut().for_each(|l| *l = F::one());
+    let sc = &mut traj.scratch;
     for k in 0..traj.steps {
         let (done, rest) = traj.h.split_at_mut((k + 1) * 4 * n);
         let h = &done[k * 4 * n..];
         let h_next = &mut rest[..4 * n];
-        let fw = routing_and_update(spec, c, s, h, &traj.w[k * n * n..(k + 1) * n * n], n);
-        for (o, &u) in h_next.iter_mut().zip(&fw.u) {
+        let w_k = &traj.w[k * n * n..(k + 1) * n * n];
+        routing_and_update(spec, c, s, h, w_k, n, &mut sc.den, &mut sc.nb, &mut sc.u);
+        for (o, &u) in h_next.iter_mut().zip(&sc.u) {
             *o = bound(spec.mode, k_sharp, u);
         }
         // pruning gate on the new states
@@ -281,7 +324,7 @@ pub fn backward<F: Float>(
     spec: &ColonySpec,
     c: &[F],
     s: &[F],
-    traj: &Trajectory<F>,
+    traj: &mut Trajectory<F>,
     gh: &[F],
     gw: &[F],
     out: TokenGrads<'_, F>,
@@ -291,15 +334,17 @@ pub fn backward<F: Float>(
     let k_sharp: F = f(spec.sharpness as f64);
     let dt: F = f(spec.dt as f64);
     let half: F = f(0.5);
-    let mut g_h: Vec<F> = gh.to_vec(); // gradient w.r.t. the state after the current step
-    let mut g_w: Vec<F> = gw.to_vec();
+    let Trajectory { h: hs, w: ws, alive: als, scratch: sc, steps, .. } = traj;
+    let Scratch { den, nb, u, g_h, g_w, gh1, gw_prev, gu, gh_prev, gnb, gwhat } = sc;
+    g_h.copy_from_slice(gh); // gradient w.r.t. the state after the current step
+    g_w.copy_from_slice(gw);
     out.stim.iter_mut().for_each(|x| *x = F::zero());
-    for k in (0..traj.steps).rev() {
-        let (h, w) = (traj.h_at(k), traj.w_at(k));
-        let (h1, a1) = (traj.h_at(k + 1), traj.alive_at(k + 1));
-        let fw = routing_and_update(spec, c, s, h, w, n);
-        let mut gh1 = g_h.clone(); // dL/dh′ (masked state), gathering the rewiring's share
-        let mut gw_prev = vec![F::zero(); n * n];
+    for k in (0..*steps).rev() {
+        let (h, w) = (&hs[k * 4 * n..(k + 1) * 4 * n], &ws[k * n * n..(k + 1) * n * n]);
+        let (h1, a1) = (&hs[(k + 1) * 4 * n..(k + 2) * 4 * n], &als[(k + 1) * n..(k + 2) * n]);
+        routing_and_update(spec, c, s, h, w, n, den, nb, u);
+        gh1.copy_from_slice(g_h); // dL/dh′ (masked state), gathering the rewiring's share
+        gw_prev.iter_mut().for_each(|x| *x = F::zero());
         // 1–2: rewiring
         for i in 0..n {
             for j in 0..n {
@@ -332,14 +377,14 @@ pub fn backward<F: Float>(
             }
         }
         // 3–4: gate and bound
-        let gu: Vec<F> = (0..4 * n).map(|x| gh1[x] * a1[x / 4] * bound_grad(mode, k_sharp, fw.u[x])).collect();
+        for (x, g) in gu.iter_mut().enumerate() {
+            *g = gh1[x] * a1[x / 4] * bound_grad(mode, k_sharp, u[x]);
+        }
         // 5: EPGL update
         let (c4, c3, c2) = (f::<F>(0.4), f::<F>(0.3), f::<F>(0.2));
-        let mut gh_prev = vec![F::zero(); 4 * n];
-        let mut gnb = vec![F::zero(); 4 * n];
         for i in 0..n {
             let (e, p, g, l) = (h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
-            let (ne, np, ng, nl) = (fw.nb[4 * i], fw.nb[4 * i + 1], fw.nb[4 * i + 2], fw.nb[4 * i + 3]);
+            let (ne, np, ng, nl) = (nb[4 * i], nb[4 * i + 1], nb[4 * i + 2], nb[4 * i + 3]);
             let (ge, gp, gg, gl) = (gu[4 * i], gu[4 * i + 1], gu[4 * i + 2], gu[4 * i + 3]);
             gh_prev[4 * i] = ge + dt * (-c2 * gp + c[A_G] * (F::one() - p) * gg);
             gh_prev[4 * i + 1] = gp * (F::one() - dt * c[B_P]) + dt * (-c4 * ge - c[A_G] * e * gg - c3 * gg - c3 * gl);
@@ -361,8 +406,7 @@ pub fn backward<F: Float>(
         }
         // 6–7: routing h̃ᵢ = Σⱼ Wᵢⱼ/denᵢ · hⱼ
         for i in 0..n {
-            let den = fw.den[i];
-            let mut gwhat = vec![F::zero(); n];
+            let den = den[i];
             let mut dot = F::zero(); // Σₖ gŴᵢₖ Wᵢₖ
             for j in 0..n {
                 let what = w[i * n + j] / den;
@@ -378,11 +422,11 @@ pub fn backward<F: Float>(
                 gw_prev[i * n + j] = gw_prev[i * n + j] + gwhat[j] / den - dot / (den * den);
             }
         }
-        g_h = gh_prev;
-        g_w = gw_prev;
+        g_h.copy_from_slice(gh_prev);
+        g_w.copy_from_slice(gw_prev);
     }
-    out.h0.copy_from_slice(&g_h);
-    out.w0.copy_from_slice(&g_w);
+    out.h0.copy_from_slice(g_h);
+    out.w0.copy_from_slice(g_w);
 }
 
 /// `W⁰` of a mode for `n` blocks: zero (as coded) or 0.1 off the diagonal.
@@ -534,7 +578,7 @@ mod tests {
                 &spec,
                 &c,
                 &s,
-                &t,
+                &mut t,
                 &gh,
                 &gw,
                 TokenGrads { h0: &mut dh, w0: &mut dw, stim: &mut ds, coeffs: &mut dc },

@@ -222,3 +222,68 @@ mod tests {
         }
     }
 }
+
+/// The five sentences of the CellToken seed's training script.
+pub const SEED_SENTENCES: [&str; 5] = [
+    "The slime mold finds the shortest path through the maze.",
+    "Energy flows where resistance is lowest.",
+    "Every cell remembers its history and acts with purpose.",
+    "The cellular network learns by living, not by being told.",
+    "Life is thermodynamics with intention.",
+];
+
+/// The CellToken seed's corpus: the five sentences joined by single spaces plus a trailing
+/// space (a 251-character period), repeated `repeats` times (the seed uses 300).
+pub fn seed_sentences(repeats: usize) -> String {
+    let mut period = SEED_SENTENCES.join(" ");
+    period.push(' ');
+    period.repeat(repeats)
+}
+
+/// The nine phrases of the Cellular Transformer seed's dataset.
+pub const SEED_PHRASES: [&str; 9] = [
+    "apple",
+    "banana",
+    "orange",
+    "grape",
+    "melon",
+    "the slime mold is smart",
+    "octopus has many arms",
+    "intelligence is non-linear",
+    "cellular token acts like life",
+];
+
+/// The Cellular Transformer seed's data: `n_chars / 10` phrases drawn uniformly (seeded),
+/// each followed by a space, truncated to `n_chars` characters.
+pub fn seed_phrases(seed: u64, n_chars: usize) -> String {
+    let mut rng = Philox::new(RngKey::new(seed).fold(0x9_0A5E));
+    let mut out = String::with_capacity(n_chars + 32);
+    for _ in 0..n_chars / 10 {
+        out.push_str(SEED_PHRASES[rng.below(SEED_PHRASES.len() as u64) as usize]);
+        out.push(' ');
+    }
+    out.truncate(n_chars.min(out.len()));
+    out
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn seed_corpora_match_their_descriptions() {
+        let s = seed_sentences(300);
+        assert_eq!(s.len(), 75_300);
+        assert_eq!(s.len() / 300, 251);
+        let mut chars: alloc::vec::Vec<char> = s.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        assert_eq!(chars.len(), 29);
+        let p = seed_phrases(1, 20_000);
+        assert_eq!(p.len(), 20_000);
+        let mut chars: alloc::vec::Vec<char> = p.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        assert_eq!(chars.len(), 22, "{chars:?}");
+    }
+}

@@ -2,7 +2,7 @@
 mod corpus;
 mod tokenizer;
 
-pub use corpus::synthetic_corpus;
+pub use corpus::{seed_phrases, seed_sentences, synthetic_corpus, SEED_PHRASES, SEED_SENTENCES};
 pub use tokenizer::{ByteTokenizer, CharTokenizer, Tokenizer};
 
 use crate::error::{Error, Result};
@@ -79,6 +79,46 @@ pub fn train_batch(text: &[u32], batch: usize, seq: usize, key: RngKey, step: u6
     Ok(window(text, &offsets, seq))
 }
 
+/// Training batch of step `step` drawn epoch by epoch: every window start in `0..=len − seq − 1`
+/// appears once per epoch, in the order of a Fisher–Yates permutation drawn from
+/// `key.fold(epoch)`; batch `k` holds global samples `k·batch .. (k+1)·batch` (an epoch
+/// boundary may fall inside a batch). A pure function of `(key, step)`; the permutation of
+/// the current epoch is cached in `cache`.
+pub fn epoch_batch(
+    text: &[u32],
+    batch: usize,
+    seq: usize,
+    key: RngKey,
+    step: u64,
+    cache: &mut Option<(u64, Vec<u32>)>,
+) -> Result<Batch> {
+    if text.len() < seq + 1 {
+        return Err(Error::Data(format!("{} tokens cannot hold a window of {seq} + 1", text.len())));
+    }
+    let windows = (text.len() - seq) as u64;
+    let mut offsets = Vec::with_capacity(batch);
+    for b in 0..batch as u64 {
+        let g = step * batch as u64 + b;
+        let (epoch, pos) = (g / windows, (g % windows) as usize);
+        if cache.as_ref().map(|c| c.0) != Some(epoch) {
+            let mut perm: Vec<u32> = (0..windows as u32).collect();
+            let mut rng = Philox::new(key.fold(epoch));
+            for i in (1..perm.len()).rev() {
+                let j = rng.below(i as u64 + 1) as usize;
+                perm.swap(i, j);
+            }
+            *cache = Some((epoch, perm));
+        }
+        offsets.push(cache.as_ref().unwrap().1[pos] as usize);
+    }
+    Ok(window(text, &offsets, seq))
+}
+
+/// Steps in one epoch of [`epoch_batch`] (the last batch of an epoch may reach into the next).
+pub fn steps_per_epoch(text_len: usize, batch: usize, seq: usize) -> u64 {
+    (text_len.saturating_sub(seq) as u64).div_ceil(batch.max(1) as u64)
+}
+
 /// Fixed validation batches: `n_batches · batch` windows at evenly spaced offsets over `text`.
 pub fn eval_batches(text: &[u32], batch: usize, seq: usize, n_batches: usize) -> Result<Vec<Batch>> {
     if text.len() < seq + 1 {
@@ -118,6 +158,25 @@ mod tests {
         }
         assert_eq!(b, train_batch(&text, 4, 8, RngKey::new(1), 3).unwrap());
         assert_ne!(b, train_batch(&text, 4, 8, RngKey::new(1), 4).unwrap());
+    }
+
+    #[test]
+    fn epochs_visit_every_window_once() {
+        let text: Vec<u32> = (0..40).collect();
+        let mut cache = None;
+        let mut seen = alloc::vec![0u32; 40 - 8];
+        let steps = steps_per_epoch(40, 4, 8);
+        assert_eq!(steps, 8);
+        for step in 0..steps {
+            let b = epoch_batch(&text, 4, 8, RngKey::new(2), step, &mut cache).unwrap();
+            for r in 0..4 {
+                seen[b.inputs[r * 8] as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "{seen:?}");
+        // pure in (key, step): a fresh cache gives the same batch
+        let a = epoch_batch(&text, 4, 8, RngKey::new(2), 11, &mut None).unwrap();
+        assert_eq!(a, epoch_batch(&text, 4, 8, RngKey::new(2), 11, &mut cache).unwrap());
     }
 
     #[test]

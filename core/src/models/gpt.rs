@@ -5,7 +5,7 @@
 use super::LanguageModel;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::nn::{dropout, join, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
+use crate::nn::{dropout, join, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
 use crate::rng::RngKey;
 use crate::shape_err;
 use crate::tensor::{Ids, Tensor};
@@ -105,45 +105,6 @@ impl GptConfig {
     }
 }
 
-/// One pre-norm block.
-#[derive(Debug, Clone)]
-pub struct Block<B: Backend> {
-    /// Norm before attention.
-    pub ln1: LayerNorm<B>,
-    /// Causal self-attention.
-    pub attn: SelfAttention<B>,
-    /// Norm before the MLP.
-    pub ln2: LayerNorm<B>,
-    /// MLP.
-    pub mlp: Mlp<B>,
-    dropout: f32,
-}
-
-impl<B: Backend> Block<B> {
-    /// `x + attn(LN₁ x)`, then `+ mlp(LN₂ x)`.
-    pub fn forward(&self, x: &Tensor<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
-        let a = dropout(&self.attn.forward(&self.ln1.forward(x)?, ctx)?, self.dropout, ctx)?;
-        let x = x.add(&a)?;
-        let m = self.mlp.forward(&self.ln2.forward(&x)?, ctx)?;
-        x.add(&m)
-    }
-}
-
-impl<B: Backend> Module<B> for Block<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.ln1.visit(&join(p, "ln1"), f);
-        self.attn.visit(&join(p, "attn"), f);
-        self.ln2.visit(&join(p, "ln2"), f);
-        self.mlp.visit(&join(p, "mlp"), f);
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.ln1.visit_mut(&join(p, "ln1"), f);
-        self.attn.visit_mut(&join(p, "attn"), f);
-        self.ln2.visit_mut(&join(p, "ln2"), f);
-        self.mlp.visit_mut(&join(p, "mlp"), f);
-    }
-}
-
 /// The GPT model.
 #[derive(Debug, Clone)]
 pub struct Gpt<B: Backend> {
@@ -220,7 +181,7 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
                     k.fold(2),
                     dev,
                 )?,
-                dropout: cfg.dropout,
+                resid_dropout: cfg.dropout,
             });
         }
         Ok(Self {

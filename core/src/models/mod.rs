@@ -8,8 +8,12 @@ use crate::tensor::{Ids, Tensor};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub mod cell_token;
+pub mod cellular_transformer;
 pub mod gpt;
 
+pub use cell_token::{CellToken, CellTokenConfig};
+pub use cellular_transformer::{CellularTransformer, CellularTransformerConfig};
 pub use gpt::{Gpt, GptConfig};
 
 /// A next-token language model.

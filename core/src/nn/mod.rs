@@ -13,9 +13,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 mod attention;
+mod block;
 mod layers;
 
 pub use attention::{Mlp, SelfAttention};
+pub use block::Block;
 pub use layers::{dropout, Embedding, Init, LayerNorm, Linear, RmsNorm};
 
 /// Something with named parameters.
@@ -118,23 +120,33 @@ pub fn import_params<B: Backend, M: Module<B> + ?Sized>(
     Ok(())
 }
 
-/// Per-forward context: train/eval mode and the random stream of dropout sites.
+/// Per-forward context: train/eval mode, the random stream of dropout sites, and
+/// statistics a model reports about the pass (logged by the trainer).
 #[derive(Debug, Clone)]
 pub struct ForwardCtx {
     /// Training mode (dropout on).
     pub train: bool,
     key: RngKey,
     counter: u64,
+    stats: Vec<(&'static str, f64)>,
 }
 
 impl ForwardCtx {
     /// Training mode; dropout masks derive from `key` (one sub-key per dropout site, in call order).
     pub fn train(key: RngKey) -> Self {
-        Self { train: true, key, counter: 0 }
+        Self { train: true, key, counter: 0, stats: Vec::new() }
     }
     /// Evaluation mode (no dropout).
     pub fn eval() -> Self {
-        Self { train: false, key: RngKey::default(), counter: 0 }
+        Self { train: false, key: RngKey::default(), counter: 0, stats: Vec::new() }
+    }
+    /// Records a named statistic of this pass.
+    pub fn log(&mut self, name: &'static str, value: f64) {
+        self.stats.push((name, value));
+    }
+    /// The statistics recorded so far, in order.
+    pub fn stats(&self) -> &[(&'static str, f64)] {
+        &self.stats
     }
     /// A fresh key for the next random site.
     pub fn next_key(&mut self) -> RngKey {

@@ -1,0 +1,46 @@
+//! The pre-norm transformer block shared by the decoder models.
+use super::{dropout, join, ForwardCtx, LayerNorm, Mlp, Module, SelfAttention};
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// One pre-norm transformer block: `x ← x + dropout(attn(LN₁ x))`, `x ← x + mlp(LN₂ x)`
+/// (the MLP applies its own output dropout).
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub ln1: LayerNorm<B>,
+    /// Causal self-attention.
+    pub attn: SelfAttention<B>,
+    /// Norm before the MLP.
+    pub ln2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+    /// Dropout on the attention output before the residual add.
+    pub resid_dropout: f32,
+}
+
+impl<B: Backend> Block<B> {
+    /// `x + attn(LN₁ x)`, then `+ mlp(LN₂ x)`.
+    pub fn forward(&self, x: &Tensor<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
+        let a = dropout(&self.attn.forward(&self.ln1.forward(x)?, ctx)?, self.resid_dropout, ctx)?;
+        let x = x.add(&a)?;
+        let m = self.mlp.forward(&self.ln2.forward(&x)?, ctx)?;
+        x.add(&m)
+    }
+}
+
+impl<B: Backend> Module<B> for Block<B> {
+    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
+        self.ln1.visit(&join(p, "ln1"), f);
+        self.attn.visit(&join(p, "attn"), f);
+        self.ln2.visit(&join(p, "ln2"), f);
+        self.mlp.visit(&join(p, "mlp"), f);
+    }
+    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
+        self.ln1.visit_mut(&join(p, "ln1"), f);
+        self.attn.visit_mut(&join(p, "attn"), f);
+        self.ln2.visit_mut(&join(p, "ln2"), f);
+        self.mlp.visit_mut(&join(p, "mlp"), f);
+    }
+}
