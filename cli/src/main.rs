@@ -1,6 +1,8 @@
 //! `protocell`: train, run and measure bio-inspired neural networks.
 mod bench;
+mod experiment;
 mod plot;
+mod sim;
 mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +36,12 @@ enum Cmd {
     /// Benchmarks (each prints ratios against a baseline measured in the same run).
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Re-run a seed's claim like for like (prints tables with the seed's numbers beside ours).
+    #[command(subcommand)]
+    Experiment(experiment::ExperimentCmd),
+    /// Run dynamics on their own and render them (GIF + PNG).
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
     /// List the models and presets of this build.
     Models,
 }
@@ -112,6 +120,8 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => eval(a),
         Cmd::Inspect(a) => inspect(a),
         Cmd::Bench(b) => bench::run(b),
+        Cmd::Experiment(e) => experiment::run(e),
+        Cmd::Sim(c) => sim::run(c),
         Cmd::Models => models(),
     };
     match r {

@@ -10,7 +10,8 @@ use image::RgbImage;
 use protocell_core::error::{Error, Result};
 use std::path::Path;
 
-struct Canvas(RgbImage);
+/// An RGB image that embedded-graphics can draw on.
+pub(crate) struct Canvas(pub(crate) RgbImage);
 
 impl OriginDimensions for Canvas {
     fn size(&self) -> Size {

@@ -67,8 +67,8 @@ impl fmt::Display for Device {
 }
 
 impl Device {
-    /// Error for a backend that is not built into this binary yet.
-    pub(crate) fn unavailable(&self) -> Error {
+    /// Error for a backend that is not built into this binary yet (used by the dispatch macros).
+    pub fn unavailable(&self) -> Error {
         match self {
             Device::Cpu => Error::Unavailable("cpu".into()),
             Device::Wgpu(_) => {

@@ -2,7 +2,7 @@
 mod corpus;
 mod tokenizer;
 
-pub use corpus::{seed_phrases, seed_sentences, synthetic_corpus, SEED_PHRASES, SEED_SENTENCES};
+pub use corpus::{phrase_process_floor, seed_phrases, seed_sentences, synthetic_corpus, SEED_PHRASES, SEED_SENTENCES};
 pub use tokenizer::{ByteTokenizer, CharTokenizer, Tokenizer};
 
 use crate::error::{Error, Result};

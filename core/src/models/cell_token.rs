@@ -105,7 +105,12 @@ impl CellTokenConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return err(format!("dropout {} must be in [0, 1)", self.dropout));
         }
-        if self.mlp_mult == 0 || self.init_std.is_nan() || self.init_std <= 0.0 || self.ln_eps.is_nan() || self.ln_eps <= 0.0 {
+        if self.mlp_mult == 0
+            || self.init_std.is_nan()
+            || self.init_std <= 0.0
+            || self.ln_eps.is_nan()
+            || self.ln_eps <= 0.0
+        {
             return err("mlp_mult, init_std and ln_eps must be > 0".into());
         }
         self.spec().validate()

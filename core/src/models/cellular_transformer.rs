@@ -181,7 +181,9 @@ impl<B: Backend> LanguageModel<B> for CellularTransformer<B> {
         cfg.validate()?;
         let d = cfg.d_model;
         let cellular = match d.checked_div(cfg.organelles) {
-            Some(d_org) => Some(PostNormAttention::new(d_org, cfg.organelle_heads, false, cfg.ln_eps, key.fold(3), dev)?),
+            Some(d_org) => {
+                Some(PostNormAttention::new(d_org, cfg.organelle_heads, false, cfg.ln_eps, key.fold(3), dev)?)
+            }
             None => None,
         };
         let layers = (0..cfg.macro_layers)
