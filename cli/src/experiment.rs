@@ -46,6 +46,9 @@ pub struct CellTokenArgs {
     /// Training steps on real text for the mode comparison.
     #[arg(long, default_value_t = 1000)]
     real_steps: u64,
+    /// Seeds of each model in the mode comparison.
+    #[arg(long, default_value_t = 3)]
+    compare_seeds: u64,
     /// Real text for the comparison (default: ../shared/data/shakespeare.txt when present,
     /// else the built-in corpus).
     #[arg(long)]
@@ -139,7 +142,7 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 fn shared_text(given: &Option<PathBuf>) -> Option<PathBuf> {
     given.clone().or_else(|| {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/shakespeare.txt");
-        p.exists().then_some(p)
+        p.canonicalize().ok()
     })
 }
 
@@ -169,16 +172,22 @@ fn depth_collapse(a: DepthArgs) -> Result<()> {
     let (floor, _) = mean_sd(&floors);
     let steps = rows[0].1[0].losses.len() as u64;
     let epoch = steps / 5;
-    let mut real = Vec::new();
+    let mut real: Vec<(String, Vec<RunResult>)> = Vec::new();
     if let Some(path) = shared_text(&a.real_data) {
         for (label, preset) in [("baseline (4 macro layers)", "baseline"), ("cellular (2 macro layers)", "seed")] {
-            let sets = [
-                format!("train.data.path={}", path.display()),
-                "train.sampling=random".to_string(),
-                format!("train.steps={}", a.real_steps),
-                format!("train.eval_every={}", a.real_steps),
-            ];
-            real.push(train(&format!("{label}, real text"), config("cellular-transformer", preset, &sets)?, a.json)?);
+            let mut runs = Vec::new();
+            for seed in 1..=a.seeds {
+                let sets = [
+                    format!("train.data.path={}", path.display()),
+                    "train.sampling=random".to_string(),
+                    format!("train.steps={}", a.real_steps),
+                    format!("train.eval_every={}", a.real_steps),
+                    format!("train.seed={seed}"),
+                ];
+                let run = config("cellular-transformer", preset, &sets)?;
+                runs.push(train(&format!("{label}, real text, seed {seed}"), run, a.json)?);
+            }
+            real.push((label.to_string(), runs));
         }
     }
     if a.json {
@@ -187,7 +196,8 @@ fn depth_collapse(a: DepthArgs) -> Result<()> {
             "claimed": {"baseline": {"params": 401942, "loss": 0.2106}, "cellular": {"params": 270454, "loss": 0.2142}},
             "seed_data": rows.iter().map(|(l, r)| json!({"model": l, "runs": r.iter().map(RunResult::to_json).collect::<Vec<_>>(),
                 "epoch5_train_loss": r.iter().map(|x| x.mean_loss(steps - epoch, steps)).collect::<Vec<_>>()})).collect::<Vec<_>>(),
-            "real_text": real.iter().map(RunResult::to_json).collect::<Vec<_>>(),
+            "real_text": real.iter().map(|(l, r)| json!({"model": l,
+                "runs": r.iter().map(RunResult::to_json).collect::<Vec<_>>()})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
@@ -213,22 +223,10 @@ fn depth_collapse(a: DepthArgs) -> Result<()> {
     }
     if !real.is_empty() {
         println!(
-            "\nSame models and optimiser on real text ({} steps of 64 × 32 characters, random windows):\n",
-            a.real_steps
+            "\nSame models and optimiser on real text ({} steps of 64 × 32 characters, random windows; mean ± sd over {} seeds):\n",
+            a.real_steps, a.seeds
         );
-        println!("| model | params | final train loss | val loss | tokens/s |");
-        println!("|---|---|---|---|---|");
-        for r in &real {
-            let n = r.losses.len() as u64;
-            println!(
-                "| {} | {} | {:.4} | {:.4} | {:.0} |",
-                r.label,
-                r.params,
-                r.mean_loss(n.saturating_sub(50), n),
-                r.val_loss,
-                r.tokens_per_s
-            );
-        }
+        comparison_table(&real);
     } else {
         println!("\n(real-text part skipped: pass --real-data FILE or provide ../shared/data/shakespeare.txt)");
     }
@@ -236,8 +234,8 @@ fn depth_collapse(a: DepthArgs) -> Result<()> {
 }
 
 fn cell_token(a: CellTokenArgs) -> Result<()> {
-    if a.seeds == 0 {
-        return Err(Error::InvalidArgument("--seeds must be at least 1".into()));
+    if a.seeds == 0 || a.compare_seeds == 0 {
+        return Err(Error::InvalidArgument("--seeds and --compare-seeds must be at least 1".into()));
     }
     // part 1: the seed run
     let mut seed_runs = Vec::new();
@@ -286,16 +284,23 @@ fn cell_token(a: CellTokenArgs) -> Result<()> {
             )?,
         ),
     ];
-    let mut comparison = Vec::new();
+    let mut comparison: Vec<(String, Vec<RunResult>)> = Vec::new();
     for (label, run) in variants {
-        comparison.push(train(label, run, a.json)?);
+        let mut runs = Vec::new();
+        for seed in 1..=a.compare_seeds {
+            let mut run = run.clone();
+            run.train.seed = seed;
+            runs.push(train(&format!("{label}, seed {seed}"), run, a.json)?);
+        }
+        comparison.push((label.to_string(), runs));
     }
     if a.json {
         println!(
             "{}",
             json!({"seed_runs": seed_runs.iter().map(RunResult::to_json).collect::<Vec<_>>(),
                    "real_text": real.as_ref().map(|p| p.display().to_string()),
-                   "comparison": comparison.iter().map(RunResult::to_json).collect::<Vec<_>>()})
+                   "comparison": comparison.iter().map(|(l, r)| json!({"model": l,
+                       "runs": r.iter().map(RunResult::to_json).collect::<Vec<_>>()})).collect::<Vec<_>>()})
         );
         return Ok(());
     }
@@ -320,20 +325,34 @@ fn cell_token(a: CellTokenArgs) -> Result<()> {
     }
     println!("\n");
     let data = real.as_ref().map_or("the built-in corpus".to_string(), |p| p.display().to_string());
-    println!("Cell modes vs a matched GPT on {data} ({} steps of 16 × 128 bytes each):\n", a.real_steps);
-    println!("| model | params | val loss | train loss (last 50) | tokens/s | peak tensor memory |");
+    println!(
+        "Cell modes vs a matched GPT on {data} ({} steps of 16 × 128 bytes each; mean ± sd over {} seeds):\n",
+        a.real_steps, a.compare_seeds
+    );
+    comparison_table(&comparison);
+    Ok(())
+}
+
+/// A markdown table of repeated runs: validation and final training loss as mean ± sd.
+fn comparison_table(rows: &[(String, Vec<RunResult>)]) {
+    println!("| model | params | val loss | train loss (last 50 steps) | tokens/s | peak tensor memory |");
     println!("|---|---|---|---|---|---|");
-    for r in &comparison {
-        let n = r.losses.len() as u64;
+    for (label, runs) in rows {
+        let (vm, vs) = mean_sd(&runs.iter().map(|r| r.val_loss).collect::<Vec<_>>());
+        let train: Vec<f64> = runs
+            .iter()
+            .map(|r| {
+                let n = r.losses.len() as u64;
+                r.mean_loss(n.saturating_sub(50), n)
+            })
+            .collect();
+        let (tm, ts) = mean_sd(&train);
+        let tps = runs.iter().map(|r| r.tokens_per_s).sum::<f64>() / runs.len() as f64;
+        let peak = runs.iter().map(|r| r.peak_tensor_bytes).max().unwrap_or(0);
         println!(
-            "| {} | {} | {:.4} | {:.4} | {:.0} | {:.1} MiB |",
-            r.label,
-            r.params,
-            r.val_loss,
-            r.mean_loss(n.saturating_sub(50), n),
-            r.tokens_per_s,
-            r.peak_tensor_bytes as f64 / 1048576.0
+            "| {label} | {} | {vm:.4} ± {vs:.4} | {tm:.4} ± {ts:.4} | {tps:.0} | {:.1} MiB |",
+            runs[0].params,
+            peak as f64 / 1048576.0
         );
     }
-    Ok(())
 }

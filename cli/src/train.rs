@@ -222,8 +222,14 @@ pub fn run(a: TrainArgs) -> Result<()> {
         train_secs += stats.seconds;
         train_tokens += stats.tokens;
         metrics.train.push((stats.step as f64, stats.loss));
-        metrics.log(json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
-                           "tokens_per_s": stats.tokens as f64 / stats.seconds, "elapsed_s": t0.elapsed().as_secs_f64()}))?;
+        let mut line = json!({"step": stats.step, "loss": stats.loss, "lr": stats.lr, "grad_norm": stats.grad_norm,
+                              "tokens_per_s": stats.tokens as f64 / stats.seconds, "elapsed_s": t0.elapsed().as_secs_f64()});
+        // model-specific statistics (e.g. the alive fractions of pruned cell blocks), averaged
+        // over the forward passes of the step when a model logs a name more than once
+        for (name, value) in mean_stats(&stats.model_stats) {
+            line[name] = json!(value);
+        }
+        metrics.log(line)?;
         bar.inc(1);
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", stats.loss, train_tokens as f64 / train_secs));
         let s = stats.step;
@@ -284,4 +290,19 @@ pub fn run(a: TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Means of repeated `(name, value)` entries, in first-seen order.
+fn mean_stats(stats: &[(&'static str, f64)]) -> Vec<(&'static str, f64)> {
+    let mut out: Vec<(&'static str, f64, usize)> = Vec::new();
+    for &(name, v) in stats {
+        match out.iter_mut().find(|e| e.0 == name) {
+            Some(e) => {
+                e.1 += v;
+                e.2 += 1;
+            }
+            None => out.push((name, v, 1)),
+        }
+    }
+    out.into_iter().map(|(n, s, c)| (n, s / c as f64)).collect()
 }

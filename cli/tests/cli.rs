@@ -270,3 +270,53 @@ fn trains_on_shared_corpus_when_present() {
     let e: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
     assert!(e["tokens"].as_u64().unwrap() > 900_000, "{e}");
 }
+
+#[test]
+fn default_model_is_cell_token_and_pruning_is_logged() {
+    let out = tmp("cell-token");
+    let o = bin()
+        .args(["train", "--json", "--preset", "tiny", "--steps", "4", "--sample-tokens", "5", "--out"])
+        .arg(&out)
+        .args(["--set", r#"model.pruning={"rate":0.2,"threshold":0.3}"#, "--set", "train.data.corpus_bytes=20000"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(v["model"], "cell-token", "{v}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .collect();
+    assert_eq!(steps.len(), 4);
+    for s in &steps {
+        let a = s["alive_blocks"].as_f64().expect("alive_blocks logged");
+        assert!((0.0..=1.0).contains(&a), "{s}");
+        assert!(s["alive_tokens"].as_f64().is_some(), "{s}");
+    }
+}
+
+#[test]
+fn epgl_grid_writes_gif_png_and_metrics() {
+    let out = tmp("grid");
+    let o = bin()
+        .args(["sim", "epgl-grid", "--size", "12", "--steps", "6", "--scale", "2", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(v["frames"], 6);
+    let gif = std::fs::read(out.join("epgl_grid.gif")).unwrap();
+    assert!(gif.starts_with(b"GIF89a"));
+    // one image descriptor (0x2C after a graphic control extension) per frame
+    let frames = gif.windows(2).filter(|w| w == b"\x00\x2c").count();
+    assert!(frames >= 6, "{frames} frames");
+    let png = std::fs::read(out.join("epgl_grid_final.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let lines = std::fs::read_to_string(out.join("epgl_grid.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 6);
+    let bad = bin().args(["sim", "epgl-grid", "--size", "0", "--out"]).arg(tmp("grid-bad")).output().unwrap();
+    fails_with(&bad, "size");
+    let bad = bin().args(["sim", "epgl-grid", "--backend", "cuda", "--out"]).arg(tmp("grid-cuda")).output().unwrap();
+    fails_with(&bad, "cuda");
+}
