@@ -146,20 +146,26 @@ fn shared_text(given: &Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
+/// The models of seed 001's comparison: the seed's two, plus a 2-layer baseline as the control
+/// that separates "fewer layers" from "organelles".
+const MODELS_001: [(&str, &str, &[&str]); 3] = [
+    ("baseline (4 macro layers)", "baseline", &[]),
+    ("baseline (2 macro layers)", "baseline", &["model.macro_layers=2"]),
+    ("cellular (2 macro layers)", "seed", &[]),
+];
+
 fn depth_collapse(a: DepthArgs) -> Result<()> {
     if a.seeds == 0 {
         return Err(Error::InvalidArgument("--seeds must be at least 1".into()));
     }
     let mut rows: Vec<(String, Vec<RunResult>)> = Vec::new();
     let mut floors = Vec::new();
-    for (label, preset) in [("baseline (4 macro layers)", "baseline"), ("cellular (2 macro layers)", "seed")] {
+    for (label, preset, extra) in MODELS_001 {
         let mut runs = Vec::new();
         for seed in 1..=a.seeds {
-            let run = config(
-                "cellular-transformer",
-                preset,
-                &[format!("train.seed={seed}"), format!("train.data.corpus_seed={seed}")],
-            )?;
+            let mut sets = vec![format!("train.seed={seed}"), format!("train.data.corpus_seed={seed}")];
+            sets.extend(extra.iter().map(|s| s.to_string()));
+            let run = config("cellular-transformer", preset, &sets)?;
             let text = seed_phrases(seed, run.train.data.corpus_bytes);
             let train_part: String = text.chars().take((text.chars().count() as f64 * 0.9) as usize).collect();
             if rows.is_empty() {
@@ -174,16 +180,17 @@ fn depth_collapse(a: DepthArgs) -> Result<()> {
     let epoch = steps / 5;
     let mut real: Vec<(String, Vec<RunResult>)> = Vec::new();
     if let Some(path) = shared_text(&a.real_data) {
-        for (label, preset) in [("baseline (4 macro layers)", "baseline"), ("cellular (2 macro layers)", "seed")] {
+        for (label, preset, extra) in MODELS_001 {
             let mut runs = Vec::new();
             for seed in 1..=a.seeds {
-                let sets = [
+                let mut sets = vec![
                     format!("train.data.path={}", path.display()),
                     "train.sampling=random".to_string(),
                     format!("train.steps={}", a.real_steps),
                     format!("train.eval_every={}", a.real_steps),
                     format!("train.seed={seed}"),
                 ];
+                sets.extend(extra.iter().map(|s| s.to_string()));
                 let run = config("cellular-transformer", preset, &sets)?;
                 runs.push(train(&format!("{label}, real text, seed {seed}"), run, a.json)?);
             }
@@ -209,7 +216,9 @@ fn depth_collapse(a: DepthArgs) -> Result<()> {
     println!("entropy floor of the data (exact Bayes filter, 32-character windows): {floor:.4} nats/char\n");
     println!("| model | params | epoch-5 train loss | val loss | wall s/run | tokens/s | seed's claim |");
     println!("|---|---|---|---|---|---|---|");
-    for ((label, runs), claim) in rows.iter().zip(["401,942 params, 0.2106", "270,454 params, 0.2142"]) {
+    for ((label, runs), claim) in
+        rows.iter().zip(["401,942 params, 0.2106", "— (control, not in the seed)", "270,454 params, 0.2142"])
+    {
         let tl: Vec<f64> = runs.iter().map(|r| r.mean_loss(steps - epoch, steps)).collect();
         let vl: Vec<f64> = runs.iter().map(|r| r.val_loss).collect();
         let (tm, ts) = mean_sd(&tl);
@@ -268,6 +277,7 @@ fn cell_token(a: CellTokenArgs) -> Result<()> {
         ("cell-token, as-coded", ct("as-coded", &[])?),
         ("cell-token, as-described", ct("as-described", &[])?),
         ("cell-token, sound (default)", ct("sound", &[])?),
+        ("cell-token, sound, 1 inner step (control)", ct("sound", &["model.inner_steps=1"])?),
         ("cell-token, no cell path (ablation)", ct("sound", &["model.cell_path=false"])?),
         (
             "GPT, depth 3 (matched size)",
@@ -335,8 +345,8 @@ fn cell_token(a: CellTokenArgs) -> Result<()> {
 
 /// A markdown table of repeated runs: validation and final training loss as mean ± sd.
 fn comparison_table(rows: &[(String, Vec<RunResult>)]) {
-    println!("| model | params | val loss | train loss (last 50 steps) | tokens/s | peak tensor memory |");
-    println!("|---|---|---|---|---|---|");
+    println!("| model | params | val loss | train loss (last 50 steps) | wall s/run | tokens/s | peak tensor memory |");
+    println!("|---|---|---|---|---|---|---|");
     for (label, runs) in rows {
         let (vm, vs) = mean_sd(&runs.iter().map(|r| r.val_loss).collect::<Vec<_>>());
         let train: Vec<f64> = runs
@@ -348,9 +358,10 @@ fn comparison_table(rows: &[(String, Vec<RunResult>)]) {
             .collect();
         let (tm, ts) = mean_sd(&train);
         let tps = runs.iter().map(|r| r.tokens_per_s).sum::<f64>() / runs.len() as f64;
+        let wall = runs.iter().map(|r| r.seconds).sum::<f64>() / runs.len() as f64;
         let peak = runs.iter().map(|r| r.peak_tensor_bytes).max().unwrap_or(0);
         println!(
-            "| {label} | {} | {vm:.4} ± {vs:.4} | {tm:.4} ± {ts:.4} | {tps:.0} | {:.1} MiB |",
+            "| {label} | {} | {vm:.4} ± {vs:.4} | {tm:.4} ± {ts:.4} | {wall:.1} | {tps:.0} | {:.1} MiB |",
             runs[0].params,
             peak as f64 / 1048576.0
         );

@@ -3,33 +3,44 @@
 use protocell_runtime::{new_session, registry, Device, RunConfig};
 use serde_json::json;
 
+/// Every model (with dropout, and CellToken with pruning on): live tensors and bytes between
+/// steps and the peak within a step are the same at every step after warm-up.
 #[test]
 fn live_tensors_and_bytes_stay_flat_across_steps() {
-    let mut v = registry::preset("gpt", Some("tiny")).unwrap().to_value();
-    v["train"]["steps"] = json!(40);
-    v["train"]["batch_size"] = json!(4);
-    v["train"]["data"]["corpus_bytes"] = json!(50_000);
-    v["model"]["dropout"] = json!(0.1);
-    let run = RunConfig::from_value(v).unwrap();
-    let mut s = new_session(run, Device::Cpu).unwrap();
-    let mut samples = Vec::new();
-    for step in 0..30 {
-        s.train_step().unwrap();
-        protocell_cpu::reset_peak();
-        s.train_step().unwrap();
-        let m = s.memory().unwrap();
-        if step >= 2 {
-            samples.push((m.live_tensors, m.live_bytes, m.peak_bytes));
+    for (model, extra) in [
+        ("gpt", json!({"dropout": 0.1})),
+        ("cell-token", json!({"dropout": 0.1, "pruning": {"rate": 0.3, "threshold": 0.3}})),
+        ("cellular-transformer", json!({})),
+    ] {
+        let mut v = registry::preset(model, Some("tiny")).unwrap().to_value();
+        v["train"]["steps"] = json!(80);
+        v["train"]["batch_size"] = json!(4);
+        v["train"]["data"]["corpus_bytes"] = json!(50_000);
+        for (k, x) in extra.as_object().unwrap() {
+            v["model"][k] = x.clone();
         }
+        let run = RunConfig::from_value(v).unwrap();
+        let mut s = new_session(run, Device::Cpu).unwrap();
+        let mut samples = Vec::new();
+        for step in 0..30 {
+            s.train_step().unwrap();
+            protocell_cpu::reset_peak();
+            s.train_step().unwrap();
+            let m = s.memory().unwrap();
+            if step >= 2 {
+                samples.push((m.live_tensors, m.live_bytes, m.peak_bytes));
+            }
+        }
+        let first = samples[0];
+        for (i, m) in samples.iter().enumerate() {
+            assert_eq!(m.0, first.0, "{model}: live tensors changed at sample {i}: {samples:?}");
+            assert_eq!(m.1, first.1, "{model}: live bytes changed at sample {i}: {samples:?}");
+            assert_eq!(m.2, first.2, "{model}: peak bytes of a step changed at sample {i}: {samples:?}");
+        }
+        // between steps only the parameters and the two AdamW moments are alive (plus slack
+        // for small constants)
+        let params = s.num_params();
+        assert!(first.1 <= params * 4 * 3 + 4096, "{model}: live bytes {} for {} parameters", first.1, params);
+        drop(s);
     }
-    let first = samples[0];
-    for (i, m) in samples.iter().enumerate() {
-        assert_eq!(m.0, first.0, "live tensors changed at sample {i}: {samples:?}");
-        assert_eq!(m.1, first.1, "live bytes changed at sample {i}: {samples:?}");
-        assert_eq!(m.2, first.2, "peak bytes of a step changed at sample {i}: {samples:?}");
-    }
-    // parameters (tiny preset ≈ 120k) + two AdamW moments, in bytes, with slack for the
-    // position embedding and norms: live memory between steps is the model and optimiser
-    let params = s.num_params();
-    assert!(first.1 <= params * 4 * 3 + 4096, "live bytes {} for {} parameters", first.1, params);
 }
