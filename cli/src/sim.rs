@@ -144,9 +144,10 @@ fn epgl_grid(a: GridArgs) -> Result<()> {
             let s = grid.stimulus(t)?;
             let died = grid.step(&s)?;
             let m = grid.channel_means()?;
-            summary.push(
-                json!({"frame": t, "died": died, "mean_e": m[0], "mean_p": m[1], "mean_g": m[2], "mean_l": m[3]}),
-            );
+            let r = grid.region_pressure()?;
+            summary
+                .push(json!({"frame": t, "died": died, "mean_e": m[0], "mean_p": m[1], "mean_g": m[2], "mean_l": m[3],
+                                "food_p": r[0], "toxin_p": r[1]}));
             let state = grid.h.to_vec()?;
             last = render(&state, a.size, a.scale, t + 1);
             let pixels: Vec<u8> = last.pixels().map(|p| *index.get(&p.0).unwrap_or(&(LEVELS as u8 + 1))).collect();
@@ -181,6 +182,11 @@ fn epgl_grid(a: GridArgs) -> Result<()> {
             end["mean_p"].as_f64().unwrap_or(0.0),
             end["mean_g"].as_f64().unwrap_or(0.0),
             end["mean_l"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "final P      food square {:.3}  toxin square {:.3}",
+            end["food_p"].as_f64().unwrap_or(0.0),
+            end["toxin_p"].as_f64().unwrap_or(0.0)
         );
         println!("animation    {}", gif_path.display());
         println!("last frame   {}", png_path.display());

@@ -153,6 +153,16 @@ impl<B: Backend> Grid<B> {
         Ok(died)
     }
 
+    /// Mean pressure `P` over the food square and over the toxin square.
+    pub fn region_pressure(&self) -> Result<[f32; 2]> {
+        let n = self.cfg.size;
+        let p = self.h.narrow(0, 1, 1)?.reshape(&[n, n])?;
+        let mean_in = |mask: &Tensor<B>| -> Result<f32> {
+            Ok(p.mul(mask)?.sum_all()?.to_scalar()? / mask.sum_all()?.to_scalar()?.max(1.0))
+        };
+        Ok([mean_in(&self.food)?, mean_in(&self.toxin)?])
+    }
+
     /// Mean of each channel over the grid.
     pub fn channel_means(&self) -> Result<[f32; 4]> {
         let n = self.cfg.size;
