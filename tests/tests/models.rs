@@ -1,7 +1,8 @@
 //! The seed models: parameter counts against the seeds, CI-sized training runs whose loss
-//! must fall, pruning, and the EPGL grid.
+//! must fall, pruning, the free-standing colony and the EPGL grid.
+use protocell_core::cell::colony::{Colony, ColonyConfig};
 use protocell_core::cell::grid::{Grid, GridConfig};
-use protocell_core::cell::{CellMode, Pruning};
+use protocell_core::cell::{scalar, CellMode, Pruning, N_COEFFS};
 use protocell_core::models::{
     CellToken, CellTokenConfig, CellularTransformer, CellularTransformerConfig, LanguageModel,
 };
@@ -138,4 +139,45 @@ fn epgl_grid_dynamics() {
     assert!(died > 0, "no apoptosis under the toxin");
     // invalid sizes are rejected
     assert!(Grid::<Cpu>::new(GridConfig { size: 3, theta: 0.85, seed: 0 }, &CpuDevice).is_err());
+}
+
+#[test]
+fn colony_step_matches_the_scalar_rule() {
+    let cfg = ColonyConfig { mode: CellMode::AsDescribed, inner_steps: 3, ..ColonyConfig::new(4) };
+    let mut c = Colony::<Cpu>::new(cfg, &CpuDevice).unwrap();
+    let drive = [0.3f32, 0.0, 0.7, 0.1];
+    c.step(&drive).unwrap();
+    let spec = cfg.spec();
+    let mut traj = scalar::Trajectory::<f64>::new(4, 3);
+    let cf: Vec<f64> = cfg.coeffs.iter().map(|&x| x as f64).collect();
+    let s: Vec<f64> = drive.iter().map(|&x| x as f64).collect();
+    let h0 = vec![0.5f64; 16];
+    let w0: Vec<f64> = scalar::initial_mucus(cfg.mode, 4).iter().map(|&x| x as f64).collect();
+    scalar::forward(&spec, &cf, &s, &h0, &w0, &mut traj);
+    for (a, b) in c.state().unwrap().iter().zip(traj.h_final()) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    for (a, b) in c.mucus().unwrap().iter().zip(traj.w_final()) {
+        assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert_eq!(c.steps_done(), 1);
+}
+
+#[test]
+fn colony_rejects_bad_input() {
+    let dev = CpuDevice;
+    assert!(Colony::<Cpu>::new(ColonyConfig::new(0), &dev).is_err());
+    let neg = ColonyConfig { coeffs: [-0.1; N_COEFFS], ..ColonyConfig::new(3) };
+    assert!(Colony::<Cpu>::new(neg, &dev).unwrap_err().to_string().contains("non-negative"));
+    let mut c = Colony::<Cpu>::new(ColonyConfig::new(3), &dev).unwrap();
+    assert!(c.step(&[0.1, 0.2]).is_err());
+    assert!(c.step(&[0.1, f32::NAN, 0.2]).is_err());
+    assert!(c.set_state(&[2.0; 12]).is_err());
+    assert!(c.set_mucus(&[0.5; 9]).unwrap_err().to_string().contains("diagonal"));
+    assert!(c.set_mucus(&[0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).is_err());
+    c.set_mucus(&[0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+    c.set_state(&[0.25; 12]).unwrap();
+    assert_eq!(c.state().unwrap(), vec![0.25; 12]);
+    c.step(&[0.1, 0.2, 0.3]).unwrap();
+    assert!(c.state().unwrap().iter().all(|v| (0.0..=1.0).contains(v)));
 }

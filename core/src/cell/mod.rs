@@ -19,6 +19,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+pub mod colony;
 pub mod composite;
 pub mod grid;
 pub mod scalar;
