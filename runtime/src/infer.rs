@@ -226,22 +226,28 @@ pub fn model_tensors(ckpt: &Checkpoint) -> BTreeMap<String, HostTensor> {
         .collect()
 }
 
+/// The model of `ckpt` on `dev` of backend `B`: config parsed, weights loaded, tokenizer
+/// checked against the vocabulary.
+pub(crate) fn model_from_checkpoint<B: Backend, M: LanguageModel<B>>(ckpt: &Checkpoint, dev: &B::Device) -> Result<M> {
+    let cfg: M::Config = serde_json::from_str(&ckpt.model_config)
+        .map_err(|e| Error::Checkpoint(format!("model configuration does not fit {}: {e}", ckpt.arch)))?;
+    let mut model = M::init(&cfg, RngKey::new(0), dev)?;
+    import_params::<B, M>(&mut model, &model_tensors(ckpt), dev)?;
+    if model.vocab_size() != ckpt.tokenizer.vocab_size() {
+        return Err(Error::Checkpoint(format!(
+            "tokenizer {} does not match the model vocabulary {}",
+            ckpt.tokenizer.describe(),
+            model.vocab_size()
+        )));
+    }
+    Ok(model)
+}
+
 /// Builds the model of `ckpt` on `device` and loads its weights.
 pub fn load_model(ckpt: &Checkpoint, device: Device) -> Result<Box<dyn InferenceModel>> {
-    let params = model_tensors(ckpt);
     with_device!(device, |B, dev| {
         with_arch!(ckpt.arch.as_str(), B, |M| {
-            let cfg: <M as LanguageModel<B>>::Config = serde_json::from_str(&ckpt.model_config)
-                .map_err(|e| Error::Checkpoint(format!("model configuration does not fit {}: {e}", ckpt.arch)))?;
-            let mut model = M::init(&cfg, RngKey::new(0), &dev)?;
-            import_params::<B, M>(&mut model, &params, &dev)?;
-            if model.vocab_size() != ckpt.tokenizer.vocab_size() {
-                return Err(Error::Checkpoint(format!(
-                    "tokenizer {} does not match the model vocabulary {}",
-                    ckpt.tokenizer.describe(),
-                    model.vocab_size()
-                )));
-            }
+            let model = model_from_checkpoint::<B, M>(ckpt, &dev)?;
             Ok(Box::new(Loaded::<B, M> { model, tok: ckpt.tokenizer.clone(), dev }) as Box<dyn InferenceModel>)
         })
     })

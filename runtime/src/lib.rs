@@ -11,6 +11,7 @@
 //! * [`io`] — atomic file writes and careful reading of data and checkpoints.
 pub mod config;
 pub mod data;
+pub mod embed;
 pub mod infer;
 pub mod io;
 pub mod registry;
@@ -24,6 +25,12 @@ pub use session::{new_session, resume_session, Session, StepStats};
 use protocell_core::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
+
+/// Returns the buffers the backends keep for reuse to the system allocator (call when no
+/// tensor is alive, e.g. after the last model is dropped).
+pub fn release_caches() {
+    protocell_cpu::trim_pool();
+}
 
 /// A compute device, chosen at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,7 +38,7 @@ pub struct StepStats {
     /// Wall time of the step in seconds.
     pub seconds: f64,
     /// Statistics the model reported about the pass (e.g. the alive fraction of pruned cells).
-    pub model_stats: Vec<(&'static str, f64)>,
+    pub model_stats: ModelStats,
 }
 
 /// A training run in progress, whatever its backend and architecture.
@@ -174,32 +174,57 @@ where
     }
 
     fn update(&mut self, batch: &Batch, started: Instant) -> Result<StepStats> {
-        let shape = [batch.batch, batch.seq];
-        let x = Ids::<AB>::from_u32(&batch.inputs, &shape, &self.dev)?;
-        let y = Ids::<AB>::from_u32(&batch.targets, &shape, &self.dev)?;
-        let mut ctx = ForwardCtx::train(RngKey::new(self.run.train.seed).fold(DROPOUT_STREAM).fold(self.step));
-        let loss = self.model.loss(&x, &y, &mut ctx)?;
-        let lv = loss.to_scalar()? as f64;
-        if !lv.is_finite() {
-            return Err(Error::NonFinite(format!("training loss is {lv} at step {}", self.step + 1)));
-        }
-        let mut grads = loss.backward()?;
         let lr = self.schedule.at(self.step);
-        let report = self.opt.step::<AB, M>(&mut self.model, &mut grads, lr)?;
+        let key = RngKey::new(self.run.train.seed).fold(DROPOUT_STREAM).fold(self.step);
+        let (loss, grad_norm, model_stats) =
+            optimizer_step::<AB, M>(&mut self.model, &mut self.opt, batch, lr, key, &self.dev)?;
         self.step += 1;
         let tokens = (batch.batch * batch.seq) as u64;
         self.tokens_seen += tokens;
-        self.last_loss = Some(lv);
+        self.last_loss = Some(loss);
         Ok(StepStats {
             step: self.step,
-            loss: lv,
+            loss,
             lr,
-            grad_norm: report.grad_norm,
+            grad_norm,
             tokens,
             seconds: started.elapsed().as_secs_f64(),
-            model_stats: ctx.stats().to_vec(),
+            model_stats,
         })
     }
+}
+
+/// Statistics a model reports about one pass (see [`StepStats::model_stats`]).
+pub type ModelStats = Vec<(&'static str, f64)>;
+
+/// One AdamW update of `model` on `batch` at learning rate `lr`: forward, backward, clipped
+/// update; `dropout` keys the step's dropout masks. Returns `(loss, gradient norm, model
+/// statistics)`. A non-finite loss or gradient is an error and leaves the parameters and
+/// optimiser state as they were.
+pub(crate) fn optimizer_step<AB, M>(
+    model: &mut M,
+    opt: &mut AdamW<AB::Inner>,
+    batch: &Batch,
+    lr: f64,
+    dropout: RngKey,
+    dev: &AB::Device,
+) -> Result<(f64, f64, ModelStats)>
+where
+    AB: AutodiffBackend,
+    M: LanguageModel<AB>,
+{
+    let shape = [batch.batch, batch.seq];
+    let x = Ids::<AB>::from_u32(&batch.inputs, &shape, dev)?;
+    let y = Ids::<AB>::from_u32(&batch.targets, &shape, dev)?;
+    let mut ctx = ForwardCtx::train(dropout);
+    let loss = model.loss(&x, &y, &mut ctx)?;
+    let lv = loss.to_scalar()? as f64;
+    if !lv.is_finite() {
+        return Err(Error::NonFinite(format!("training loss is {lv} at step {}", opt.step + 1)));
+    }
+    let mut grads = loss.backward()?;
+    let report = opt.step::<AB, M>(model, &mut grads, lr)?;
+    Ok((lv, report.grad_norm, ctx.stats().to_vec()))
 }
 
 impl<AB, M> Session for Trainer<AB, M>
