@@ -1,10 +1,463 @@
 //! # protocell-wgpu
 //!
-//! The wgpu backend of protocell: WGSL compute kernels for every primitive and fused op of
-//! [`protocell_core::backend`], cached pipelines and pooled buffers, run on Vulkan, Metal,
-//! DX12 or GL (lavapipe/llvmpipe in CI).
+//! The wgpu backend of protocell: WGSL compute kernels (`backend-wgpu/kernels/`) for every
+//! primitive op of [`protocell_core::backend::Backend`], cached pipelines and pooled
+//! buffers, run on Vulkan, Metal, DX12 or GL (Mesa's lavapipe/llvmpipe in CI).
 //!
-//! This crate is part of the workspace build from the start so that its dependency
-//! direction (`core` ← backends) is fixed; its kernels are the subject of the wgpu backend
-//! work item. Until they land, `protocell --backend wgpu` reports the backend as
-//! unavailable with a clear error.
+//! The fused extension ops ([`NnOps`], [`CellOps`]) run as their default compositions of
+//! these primitives; dedicated WGSL kernels for them are the next step.
+//!
+//! Adapters follow wgpu's environment variables (`WGPU_BACKEND=vulkan|gl|…`,
+//! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
+//! Validation errors, out-of-memory and a lost device come back as `Err`s from the op that
+//! met them.
+use protocell_core::backend::{Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::cell::CellOps;
+use protocell_core::error::{Error, Result};
+use protocell_core::rng::{bernoulli_threshold, RngKey};
+use protocell_core::shape;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+mod context;
+
+pub use context::{adapters, Context};
+use context::{PoolBuf, WG};
+
+const FILL: &str = include_str!("../kernels/fill.wgsl");
+const UNARY: &str = include_str!("../kernels/unary.wgsl");
+const BINARY: &str = include_str!("../kernels/binary.wgsl");
+const COPY: &str = include_str!("../kernels/copy.wgsl");
+const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
+const MATMUL: &str = include_str!("../kernels/matmul.wgsl");
+const GATHER: &str = include_str!("../kernels/gather.wgsl");
+const SCATTER: &str = include_str!("../kernels/scatter.wgsl");
+const RANDOM: &str = include_str!("../kernels/random.wgsl");
+
+/// The wgpu backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wgpu;
+
+/// A wgpu adapter and its device (cheap to clone; one context per adapter per process).
+#[derive(Clone)]
+pub struct WgpuDevice {
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for WgpuDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WgpuDevice({})", self.ctx.info)
+    }
+}
+
+impl PartialEq for WgpuDevice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ctx, &other.ctx)
+    }
+}
+
+impl WgpuDevice {
+    /// Adapter `index` (see [`adapters`]); opened once per process and shared.
+    pub fn new(index: usize) -> Result<Self> {
+        static OPEN: OnceLock<Mutex<HashMap<usize, Arc<Context>>>> = OnceLock::new();
+        let mut open = OPEN.get_or_init(Default::default).lock().map_err(|_| Error::Backend("wgpu registry".into()))?;
+        if let Some(ctx) = open.get(&index) {
+            return Ok(Self { ctx: ctx.clone() });
+        }
+        let ctx = Context::new(index)?;
+        open.insert(index, ctx.clone());
+        Ok(Self { ctx })
+    }
+
+    /// Adapter description.
+    pub fn info(&self) -> &str {
+        &self.ctx.info
+    }
+}
+
+/// An f32 tensor in a pooled device buffer (row-major, contiguous).
+#[derive(Clone)]
+pub struct WgpuTensor {
+    buf: Arc<PoolBuf>,
+    shape: Vec<usize>,
+    dev: WgpuDevice,
+}
+
+impl std::fmt::Debug for WgpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WgpuTensor{:?}", self.shape)
+    }
+}
+
+/// Token ids on the device, with a host copy for range checks and the scatter index.
+#[derive(Clone)]
+pub struct WgpuIds {
+    buf: Arc<PoolBuf>,
+    host: Arc<Vec<u32>>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for WgpuIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WgpuIds{:?}", self.shape)
+    }
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what} {n} exceeds the wgpu backend's 2³² limit")))
+}
+
+fn groups(n: usize) -> Result<u32> {
+    Ok(u32_of(n, "element count")?.div_ceil(WG))
+}
+
+impl WgpuDevice {
+    fn alloc(&self, n: usize) -> Result<Arc<PoolBuf>> {
+        self.ctx.alloc(4 * n as u64)
+    }
+    fn params(&self, p: &[u32]) -> Result<Arc<PoolBuf>> {
+        self.ctx.upload(p)
+    }
+    fn tensor(&self, buf: Arc<PoolBuf>, shape: Vec<usize>) -> WgpuTensor {
+        WgpuTensor { buf, shape, dev: self.clone() }
+    }
+
+    /// The strided copy kernel (see `kernels/copy.wgsl`): every index of `shape` from `src`
+    /// to `dst`.
+    fn copy(&self, shape: &[usize], src: View, dst: View) -> Result<()> {
+        let n = shape::numel(shape);
+        if n == 0 {
+            return Ok(());
+        }
+        let mut p =
+            vec![u32_of(n, "elements")?, shape.len() as u32, u32_of(src.base, "offset")?, u32_of(dst.base, "offset")?];
+        for v in shape.iter().chain(src.strides).chain(dst.strides) {
+            p.push(u32_of(*v, "stride")?);
+        }
+        let pb = self.params(&p)?;
+        self.ctx.launch("copy", COPY, &[src.buf, dst.buf, &pb.buf], groups(n)?)
+    }
+}
+
+/// A strided view of a buffer: element `j` of a logical shape is at `base + Σ jₖ·strides[k]`.
+struct View<'a> {
+    buf: &'a wgpu::Buffer,
+    base: usize,
+    strides: &'a [usize],
+}
+
+fn unary_code(op: Unary) -> (u32, f32, f32) {
+    match op {
+        Unary::Neg => (0, 0.0, 0.0),
+        Unary::Exp => (1, 0.0, 0.0),
+        Unary::Log => (2, 0.0, 0.0),
+        Unary::Sqrt => (3, 0.0, 0.0),
+        Unary::Rsqrt => (4, 0.0, 0.0),
+        Unary::Recip => (5, 0.0, 0.0),
+        Unary::Abs => (6, 0.0, 0.0),
+        Unary::Square => (7, 0.0, 0.0),
+        Unary::Tanh => (8, 0.0, 0.0),
+        Unary::Sigmoid => (9, 0.0, 0.0),
+        Unary::Erf => (10, 0.0, 0.0),
+        Unary::Relu => (11, 0.0, 0.0),
+        Unary::Gelu => (12, 0.0, 0.0),
+        Unary::Silu => (13, 0.0, 0.0),
+        Unary::Softplus => (14, 0.0, 0.0),
+        Unary::Sin => (15, 0.0, 0.0),
+        Unary::Cos => (16, 0.0, 0.0),
+        Unary::Affine { mul, add } => (17, mul, add),
+        Unary::Powf(e) => (18, e, 0.0),
+        Unary::Clamp { min, max } => (19, min, max),
+    }
+}
+
+fn binary_code(op: Binary) -> u32 {
+    match op {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+        Binary::Max => 4,
+        Binary::Min => 5,
+        Binary::Pow => 6,
+        Binary::Gt => 7,
+        Binary::Ge => 8,
+        Binary::Eq => 9,
+    }
+}
+
+/// Strides of `from` broadcast to `to` (right-aligned; 0 on broadcast axes).
+fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
+    let s = shape::strides(from);
+    let pad = to.len() - from.len();
+    (0..to.len()).map(|i| if i < pad || from[i - pad] == 1 { 0 } else { s[i - pad] }).collect()
+}
+
+fn check_ids(op: &str, ids: &[u32], rows: usize) -> Result<()> {
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= rows) {
+        return Err(Error::InvalidArgument(format!("{op}: id {bad} out of range for {rows} rows")));
+    }
+    Ok(())
+}
+
+impl Backend for Wgpu {
+    type Device = WgpuDevice;
+    type Tensor = WgpuTensor;
+    type Ids = WgpuIds;
+
+    fn name() -> String {
+        "wgpu".into()
+    }
+    fn sync(dev: &WgpuDevice) -> Result<()> {
+        dev.ctx.sync()
+    }
+    fn memory_stats(dev: &WgpuDevice) -> Option<MemoryStats> {
+        Some(dev.ctx.memory_stats())
+    }
+    fn shape(t: &WgpuTensor) -> &[usize] {
+        &t.shape
+    }
+    fn device(t: &WgpuTensor) -> WgpuDevice {
+        t.dev.clone()
+    }
+    fn ids_shape(t: &WgpuIds) -> &[usize] {
+        &t.shape
+    }
+
+    fn from_f32(data: &[f32], shape: &[usize], dev: &WgpuDevice) -> Result<WgpuTensor> {
+        if data.len() != shape::numel(shape) {
+            return Err(Error::Shape { op: "from_f32", msg: format!("{} values for {shape:?}", data.len()) });
+        }
+        Ok(dev.tensor(dev.ctx.upload(data)?, shape.to_vec()))
+    }
+    fn full(value: f32, shape: &[usize], dev: &WgpuDevice) -> Result<WgpuTensor> {
+        let n = shape::checked_numel(shape)?;
+        let out = dev.alloc(n)?;
+        let p = dev.params(&[u32_of(n, "elements")?, value.to_bits()])?;
+        dev.ctx.launch("fill", FILL, &[&out.buf, &p.buf], groups(n)?)?;
+        Ok(dev.tensor(out, shape.to_vec()))
+    }
+    fn random(dist: Dist, key: RngKey, shape: &[usize], dev: &WgpuDevice) -> Result<WgpuTensor> {
+        let n = shape::checked_numel(shape)?;
+        let (code, a, b) = match dist {
+            Dist::Uniform { lo, hi } => (0u32, lo.to_bits(), hi.to_bits()),
+            Dist::Bernoulli { p } => (1, bernoulli_threshold(p), 0),
+            Dist::Normal { mean, std } => (2, mean.to_bits(), std.to_bits()),
+        };
+        let out = dev.alloc(n)?;
+        let p = dev.params(&[
+            u32_of(n, "elements")?,
+            code,
+            a,
+            b,
+            key.seed as u32,
+            (key.seed >> 32) as u32,
+            key.offset as u32,
+            (key.offset >> 32) as u32,
+        ])?;
+        dev.ctx.launch("random", RANDOM, &[&out.buf, &p.buf], groups(n)?)?;
+        Ok(dev.tensor(out, shape.to_vec()))
+    }
+    fn to_f32(t: WgpuTensor) -> Result<Vec<f32>> {
+        t.dev.ctx.read(&t.buf.buf, shape::numel(&t.shape))
+    }
+    fn ids_from_u32(data: &[u32], shape: &[usize], dev: &WgpuDevice) -> Result<WgpuIds> {
+        if data.len() != shape::numel(shape) {
+            return Err(Error::Shape { op: "ids_from_u32", msg: format!("{} values for {shape:?}", data.len()) });
+        }
+        Ok(WgpuIds { buf: dev.ctx.upload(data)?, host: Arc::new(data.to_vec()), shape: shape.to_vec() })
+    }
+    fn ids_to_u32(t: WgpuIds) -> Result<Vec<u32>> {
+        Ok(Arc::try_unwrap(t.host).unwrap_or_else(|a| a.as_ref().clone()))
+    }
+    fn ids_reshape(t: WgpuIds, shape: &[usize]) -> Result<WgpuIds> {
+        Ok(WgpuIds { shape: shape.to_vec(), ..t })
+    }
+
+    fn reshape(x: WgpuTensor, shape: &[usize]) -> Result<WgpuTensor> {
+        Ok(WgpuTensor { shape: shape.to_vec(), ..x })
+    }
+    fn permute(x: WgpuTensor, axes: &[usize]) -> Result<WgpuTensor> {
+        let s = shape::strides(&x.shape);
+        let out_shape: Vec<usize> = axes.iter().map(|&a| x.shape[a]).collect();
+        let src_strides: Vec<usize> = axes.iter().map(|&a| s[a]).collect();
+        let out = x.dev.alloc(shape::numel(&out_shape))?;
+        let ds = shape::strides(&out_shape);
+        let src = View { buf: &x.buf.buf, base: 0, strides: &src_strides };
+        x.dev.copy(&out_shape, src, View { buf: &out.buf, base: 0, strides: &ds })?;
+        Ok(x.dev.tensor(out, out_shape))
+    }
+    fn narrow(x: WgpuTensor, axis: usize, start: usize, len: usize) -> Result<WgpuTensor> {
+        let s = shape::strides(&x.shape);
+        let mut out_shape = x.shape.clone();
+        out_shape[axis] = len;
+        let out = x.dev.alloc(shape::numel(&out_shape))?;
+        let ds = shape::strides(&out_shape);
+        let src = View { buf: &x.buf.buf, base: start * s[axis], strides: &s };
+        x.dev.copy(&out_shape, src, View { buf: &out.buf, base: 0, strides: &ds })?;
+        Ok(x.dev.tensor(out, out_shape))
+    }
+    fn concat(xs: Vec<WgpuTensor>, axis: usize) -> Result<WgpuTensor> {
+        let first = xs.first().ok_or_else(|| Error::InvalidArgument("concat of no tensors".into()))?;
+        let dev = first.dev.clone();
+        let mut out_shape = first.shape.clone();
+        out_shape[axis] = xs.iter().map(|x| x.shape[axis]).sum();
+        let ds = shape::strides(&out_shape);
+        let out = dev.alloc(shape::numel(&out_shape))?;
+        let mut at = 0;
+        for x in &xs {
+            let xs = shape::strides(&x.shape);
+            let src = View { buf: &x.buf.buf, base: 0, strides: &xs };
+            dev.copy(&x.shape, src, View { buf: &out.buf, base: at * ds[axis], strides: &ds })?;
+            at += x.shape[axis];
+        }
+        Ok(dev.tensor(out, out_shape))
+    }
+    fn expand(x: WgpuTensor, to: &[usize]) -> Result<WgpuTensor> {
+        let src_strides = broadcast_strides(&x.shape, to);
+        let out = x.dev.alloc(shape::numel(to))?;
+        let ds = shape::strides(to);
+        let src = View { buf: &x.buf.buf, base: 0, strides: &src_strides };
+        x.dev.copy(to, src, View { buf: &out.buf, base: 0, strides: &ds })?;
+        Ok(x.dev.tensor(out, to.to_vec()))
+    }
+    fn pad(x: WgpuTensor, axis: usize, before: usize, after: usize) -> Result<WgpuTensor> {
+        let mut out_shape = x.shape.clone();
+        out_shape[axis] += before + after;
+        let out = Self::full(0.0, &out_shape, &x.dev)?;
+        let ds = shape::strides(&out_shape);
+        let xs = shape::strides(&x.shape);
+        let src = View { buf: &x.buf.buf, base: 0, strides: &xs };
+        x.dev.copy(&x.shape, src, View { buf: &out.buf.buf, base: before * ds[axis], strides: &ds })?;
+        Ok(out)
+    }
+
+    fn unary(op: Unary, x: WgpuTensor) -> Result<WgpuTensor> {
+        let n = shape::numel(&x.shape);
+        let (code, a, b) = unary_code(op);
+        let out = x.dev.alloc(n)?;
+        let p = x.dev.params(&[u32_of(n, "elements")?, code, a.to_bits(), b.to_bits()])?;
+        x.dev.ctx.launch("unary", UNARY, &[&x.buf.buf, &out.buf, &p.buf], groups(n)?)?;
+        Ok(x.dev.tensor(out, x.shape))
+    }
+    fn binary(op: Binary, a: WgpuTensor, b: WgpuTensor) -> Result<WgpuTensor> {
+        let out_shape = shape::broadcast_shapes("binary", &a.shape, &b.shape)?;
+        let n = shape::numel(&out_shape);
+        let mut p = vec![u32_of(n, "elements")?, binary_code(op), out_shape.len() as u32];
+        for v in out_shape
+            .iter()
+            .copied()
+            .chain(broadcast_strides(&a.shape, &out_shape))
+            .chain(broadcast_strides(&b.shape, &out_shape))
+        {
+            p.push(u32_of(v, "stride")?);
+        }
+        let out = a.dev.alloc(n)?;
+        let pb = a.dev.params(&p)?;
+        a.dev.ctx.launch("binary", BINARY, &[&a.buf.buf, &b.buf.buf, &out.buf, &pb.buf], groups(n)?)?;
+        Ok(a.dev.tensor(out, out_shape))
+    }
+    fn reduce(op: Reduce, x: WgpuTensor, axis: usize) -> Result<WgpuTensor> {
+        let n = x.shape[axis];
+        let inner: usize = x.shape[axis + 1..].iter().product();
+        let outer: usize = x.shape[..axis].iter().product();
+        let mut out_shape = x.shape.clone();
+        out_shape[axis] = 1;
+        if n == 0 {
+            let v = match op {
+                Reduce::Sum => 0.0,
+                Reduce::Mean => f32::NAN,
+                Reduce::Max => f32::NEG_INFINITY,
+                Reduce::Min => f32::INFINITY,
+            };
+            return Self::full(v, &out_shape, &x.dev);
+        }
+        let code = match op {
+            Reduce::Sum => 0,
+            Reduce::Mean => 1,
+            Reduce::Max => 2,
+            Reduce::Min => 3,
+        };
+        let m = outer * inner;
+        let out = x.dev.alloc(m)?;
+        let p = x.dev.params(&[u32_of(m, "elements")?, u32_of(n, "axis")?, u32_of(inner.max(1), "inner")?, code])?;
+        // one workgroup per output
+        x.dev.ctx.launch("reduce", REDUCE, &[&x.buf.buf, &out.buf, &p.buf], u32_of(m, "outputs")?)?;
+        Ok(x.dev.tensor(out, out_shape))
+    }
+    fn matmul(a: WgpuTensor, b: WgpuTensor, ta: bool, tb: bool) -> Result<WgpuTensor> {
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        let (m, k) = if ta { (a.shape[ra - 1], a.shape[ra - 2]) } else { (a.shape[ra - 2], a.shape[ra - 1]) };
+        let n = if tb { b.shape[rb - 2] } else { b.shape[rb - 1] };
+        let batch_dims: Vec<usize> = if ra >= rb { a.shape[..ra - 2].to_vec() } else { b.shape[..rb - 2].to_vec() };
+        let batch: usize = batch_dims.iter().product();
+        let a_stride = if ra > 2 { m * k } else { 0 };
+        let b_stride = if rb > 2 { k * n } else { 0 };
+        let mut out_shape = batch_dims;
+        out_shape.extend([m, n]);
+        let total = batch * m * n;
+        let out = a.dev.alloc(total)?;
+        if total == 0 {
+            return Ok(a.dev.tensor(out, out_shape));
+        }
+        if k == 0 {
+            return Self::full(0.0, &out_shape, &a.dev);
+        }
+        let (tn, tm) = (n.div_ceil(16), m.div_ceil(16));
+        let p = a.dev.params(&[
+            u32_of(batch, "batch")?,
+            u32_of(m, "m")?,
+            u32_of(n, "n")?,
+            u32_of(k, "k")?,
+            ta as u32,
+            tb as u32,
+            u32_of(a_stride, "stride")?,
+            u32_of(b_stride, "stride")?,
+            u32_of(tn, "tiles")?,
+            u32_of(tm, "tiles")?,
+        ])?;
+        let g = u32_of(batch * tn * tm, "workgroups")?;
+        a.dev.ctx.launch("matmul", MATMUL, &[&a.buf.buf, &b.buf.buf, &out.buf, &p.buf], g)?;
+        Ok(a.dev.tensor(out, out_shape))
+    }
+    fn gather_rows(table: WgpuTensor, ids: WgpuIds) -> Result<WgpuTensor> {
+        let (rows, d) = (table.shape[0], table.shape[1]);
+        check_ids("gather_rows", &ids.host, rows)?;
+        let n = ids.host.len() * d;
+        let out = table.dev.alloc(n)?;
+        let p = table.dev.params(&[u32_of(n, "elements")?, u32_of(d.max(1), "width")?])?;
+        table.dev.ctx.launch("gather", GATHER, &[&table.buf.buf, &ids.buf.buf, &out.buf, &p.buf], groups(n)?)?;
+        let mut shape = ids.shape.clone();
+        shape.push(d);
+        Ok(table.dev.tensor(out, shape))
+    }
+    fn scatter_add_rows(src: WgpuTensor, ids: WgpuIds, rows: usize) -> Result<WgpuTensor> {
+        let d = *src.shape.last().unwrap_or(&1);
+        check_ids("scatter_add_rows", &ids.host, rows)?;
+        // CSR of positions by id, increasing within each id: the CPU's summation order
+        let mut starts = vec![0u32; rows + 1];
+        for &i in ids.host.iter() {
+            starts[i as usize + 1] += 1;
+        }
+        for r in 0..rows {
+            starts[r + 1] += starts[r];
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; ids.host.len()];
+        for (pos, &i) in ids.host.iter().enumerate() {
+            order[fill[i as usize] as usize] = pos as u32;
+            fill[i as usize] += 1;
+        }
+        let n = rows * d;
+        let dev = &src.dev;
+        let out = dev.alloc(n)?;
+        let sb = dev.ctx.upload(&starts)?;
+        let ob = dev.ctx.upload(&order)?;
+        let p = dev.params(&[u32_of(n, "elements")?, u32_of(d.max(1), "width")?])?;
+        dev.ctx.launch("scatter", SCATTER, &[&src.buf.buf, &sb.buf, &ob.buf, &out.buf, &p.buf], groups(n)?)?;
+        Ok(dev.tensor(out, vec![rows, d]))
+    }
+}
+
+impl NnOps<Wgpu> for Wgpu {}
+impl CellOps<Wgpu> for Wgpu {}

@@ -42,6 +42,9 @@ pub struct OpsArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
+    /// Also time every op on this backend (`wgpu[:N]`) and print its time against the CPU's.
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 /// Arguments of `bench matmul`.
@@ -378,10 +381,14 @@ fn time_it(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(median(&mut v))
 }
 
-fn ops(a: OpsArgs) -> Result<()> {
-    use protocell_core::backend::{AdamWStep, Binary, NnOps, Unary};
-    type B = Cpu;
-    let dev = CpuDevice;
+/// One timed op: name, seconds, FLOPs or bytes moved.
+type OpRow = (String, f64, Option<f64>, Option<f64>);
+
+/// Times the ops of a GPT training step on backend `B` (each call synchronised, so device
+/// backends are timed to completion).
+fn op_rows<B: Backend>(a: &OpsArgs, dev: &B::Device) -> Result<Vec<OpRow>> {
+    use protocell_core::backend::{AdamWStep, Binary, Unary};
+    let dev = dev.clone();
     let (n, d, s, h) = (a.tokens, a.width, a.seq, a.heads);
     if n == 0 || d == 0 || s == 0 || h == 0 || n % s != 0 || d % h != 0 {
         return Err(Error::InvalidArgument("need tokens divisible by seq and width divisible by heads".into()));
@@ -395,23 +402,17 @@ fn ops(a: OpsArgs) -> Result<()> {
     let q = t(&[bsz, h, s, d / h], 5)?;
     let logits = t(&[n, 256], 6)?;
     let ids = B::ids_from_u32(&(0..n as u32).map(|i| i % 256).collect::<Vec<_>>(), &[n], &dev)?;
-    // copy bandwidth with the same threads the kernels use (64 MiB, chunked like the kernels)
-    let copy_gbs = {
-        use rayon::prelude::*;
-        let src = vec![1.0f32; 1 << 24];
-        let mut dst = vec![0.0f32; 1 << 24];
-        let sec = time_it(|| {
-            dst.par_chunks_mut(1 << 15).zip(src.par_chunks(1 << 15)).for_each(|(d, s)| d.copy_from_slice(s));
-            std::hint::black_box(&dst);
-            Ok(())
-        })?;
-        2.0 * 4.0 * (1 << 24) as f64 / sec / 1e9
+    let mut rows: Vec<OpRow> = Vec::new();
+    let sync_dev = dev.clone();
+    let timed = |f: &mut dyn FnMut() -> Result<()>| {
+        time_it(|| {
+            f()?;
+            B::sync(&sync_dev)
+        })
     };
-    let peak = sgemm_gflops(1024)?;
-    let mut rows: Vec<(String, f64, Option<f64>, Option<f64>)> = Vec::new();
     let mut flop = |name: &str, flops: f64, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-        let sec = time_it(f)?;
-        rows.push((name.to_string(), sec, Some(flops / sec / 1e9), None));
+        let sec = timed(f)?;
+        rows.push((name.to_string(), sec, Some(flops), None));
         Ok(())
     };
     flop(&format!("matmul [{n},{d}]x[{d},{}]", 4 * d), 2.0 * (n * d * 4 * d) as f64, &mut || {
@@ -454,8 +455,8 @@ fn ops(a: OpsArgs) -> Result<()> {
         B::attention_bwd(q.clone(), q.clone(), q.clone(), o.clone(), lse.clone(), q.clone(), true, 0.125).map(drop)
     })?;
     let mut mem = |name: &str, bytes: f64, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
-        let sec = time_it(f)?;
-        rows.push((name.to_string(), sec, None, Some(bytes / sec / 1e9)));
+        let sec = timed(f)?;
+        rows.push((name.to_string(), sec, None, Some(bytes)));
         Ok(())
     };
     let e = (n * d) as f64 * 4.0;
@@ -492,6 +493,30 @@ fn ops(a: OpsArgs) -> Result<()> {
     mem(&format!("adamw [{}]", 4 * d * d), 7.0 * (4 * d * d) as f64 * 4.0, &mut || {
         B::adamw_step(w.clone(), w.clone(), w.clone(), w.clone(), &hstep).map(drop)
     })?;
+    Ok(rows)
+}
+
+fn ops(a: OpsArgs) -> Result<()> {
+    let cpu = op_rows::<Cpu>(&a, &CpuDevice)?;
+    if let Some(name) = &a.backend {
+        return compare_backend(&a, name, &cpu);
+    }
+    // copy bandwidth with the same threads the kernels use (64 MiB, chunked like the kernels)
+    let copy_gbs = {
+        use rayon::prelude::*;
+        let src = vec![1.0f32; 1 << 24];
+        let mut dst = vec![0.0f32; 1 << 24];
+        let sec = time_it(|| {
+            dst.par_chunks_mut(1 << 15).zip(src.par_chunks(1 << 15)).for_each(|(d, s)| d.copy_from_slice(s));
+            std::hint::black_box(&dst);
+            Ok(())
+        })?;
+        2.0 * 4.0 * (1 << 24) as f64 / sec / 1e9
+    };
+    let peak = sgemm_gflops(1024)?;
+    type B = Cpu;
+    let rows: Vec<OpRow> =
+        cpu.into_iter().map(|(n, sec, f, b)| (n, sec, f.map(|f| f / sec / 1e9), b.map(|b| b / sec / 1e9))).collect();
     if a.json {
         let v: Vec<Value> = rows
             .iter()
@@ -520,6 +545,41 @@ fn ops(a: OpsArgs) -> Result<()> {
             _ => (String::new(), 0.0),
         };
         println!("{name:<44} {:>10.1} {rate:>12} {:>7.0}%", sec * 1e6, 100.0 * frac);
+    }
+    Ok(())
+}
+
+/// `bench ops --backend X`: the same ops on X and on the CPU, X's time against the CPU's.
+fn compare_backend(a: &OpsArgs, name: &str, cpu: &[OpRow]) -> Result<()> {
+    let device: Device = name.parse()?;
+    let (label, rows) = match device {
+        Device::Wgpu(i) => {
+            let dev = protocell_wgpu::WgpuDevice::new(i)?;
+            (format!("wgpu: {}", dev.info()), op_rows::<protocell_wgpu::Wgpu>(a, &dev)?)
+        }
+        other => return Err(other.unavailable()),
+    };
+    if a.json {
+        let v: Vec<Value> = rows
+            .iter()
+            .zip(cpu)
+            .map(|((op, sec, f, b), (_, csec, _, _))| {
+                json!({"op": op, "us": sec * 1e6, "cpu_us": csec * 1e6, "speedup_vs_cpu": csec / sec,
+                       "gflops": f.map(|f| f / sec / 1e9), "gbs": b.map(|b| b / sec / 1e9)})
+            })
+            .collect();
+        println!("{}", json!({"backend": label, "cpu_threads": protocell_cpu::num_threads(), "ops": v}));
+        return Ok(());
+    }
+    println!("{label} vs cpu ({} threads); every call timed to completion", protocell_cpu::num_threads());
+    println!("{:<44} {:>10} {:>10} {:>12} {:>9}", "op", "µs", "cpu µs", "rate", "vs cpu");
+    for ((op, sec, f, b), (_, csec, _, _)) in rows.iter().zip(cpu) {
+        let rate = match (f, b) {
+            (Some(f), _) => format!("{:.1} GF/s", f / sec / 1e9),
+            (_, Some(b)) => format!("{:.1} GB/s", b / sec / 1e9),
+            _ => String::new(),
+        };
+        println!("{op:<44} {:>10.1} {:>10.1} {rate:>12} {:>8.2}×", sec * 1e6, csec * 1e6, csec / sec);
     }
     Ok(())
 }

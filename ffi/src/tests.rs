@@ -68,7 +68,7 @@ fn devices() {
         expect(protocell_device_create(c"cpu".as_ptr(), 3, null_mut()), S::NullPointer, "out");
         expect(protocell_device_create(c"tpu".as_ptr(), 3, &mut d), S::InvalidArgument, "unknown backend");
         expect(protocell_device_create(c"cuda".as_ptr(), 4, &mut d), S::Unavailable, "CUDA unavailable");
-        expect(protocell_device_create(c"wgpu".as_ptr(), 4, &mut d), S::Unavailable, "wgpu");
+        expect(protocell_device_create(c"wgpu:99".as_ptr(), 7, &mut d), S::Unavailable, "wgpu");
         let bad = [0xffu8, 0xfe];
         expect(protocell_device_create(bad.as_ptr().cast(), 2, &mut d), S::Utf8, "UTF-8");
         expect(protocell_device_create(c"cpu".as_ptr(), usize::MAX, &mut d), S::InvalidArgument, "impossibly large");

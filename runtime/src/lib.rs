@@ -19,6 +19,14 @@ pub mod session;
 pub mod sys;
 
 pub use config::RunConfig;
+
+/// The backend crates the dispatch macros name (re-exported so that callers of the macros
+/// need not depend on each backend themselves).
+#[doc(hidden)]
+pub mod backends {
+    pub use protocell_cpu;
+    pub use protocell_wgpu;
+}
 pub use infer::{load_model, InferenceModel};
 pub use session::{new_session, resume_session, Session, StepStats};
 
@@ -78,9 +86,7 @@ impl Device {
     pub fn unavailable(&self) -> Error {
         match self {
             Device::Cpu => Error::Unavailable("cpu".into()),
-            Device::Wgpu(_) => {
-                Error::Unavailable("the wgpu backend has no kernels in this build yet; use --backend cpu".into())
-            }
+            Device::Wgpu(i) => Error::Unavailable(format!("wgpu adapter {i} is not available")),
             Device::Cuda(_) => Error::Unavailable(
                 "CUDA unavailable: the CUDA backend has no kernels in this build yet; use --backend cpu".into(),
             ),

@@ -248,10 +248,17 @@ macro_rules! with_device {
     ($device:expr, |$B:ident, $dev:ident| $body:expr) => {
         match $device {
             $crate::Device::Cpu => {
-                type $B = protocell_cpu::Cpu;
-                let $dev = protocell_cpu::CpuDevice;
+                type $B = $crate::backends::protocell_cpu::Cpu;
+                let $dev = $crate::backends::protocell_cpu::CpuDevice;
                 $body
             }
+            $crate::Device::Wgpu(index) => match $crate::backends::protocell_wgpu::WgpuDevice::new(index) {
+                Ok($dev) => {
+                    type $B = $crate::backends::protocell_wgpu::Wgpu;
+                    $body
+                }
+                Err(e) => Err(e),
+            },
             other => Err(other.unavailable()),
         }
     };

@@ -1,0 +1,56 @@
+// out[i] = op(a[ia], b[ib]) with numpy broadcasting.
+// p = [n, op, rank, shape[rank], astride[rank], bstride[rank]] (broadcast axes have stride 0);
+// op codes follow `Binary` in declaration order (Add 0 … Eq 9).
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> p: array<u32>;
+
+fn pow_(x: f32, e: f32) -> f32 {
+    if (e == 0.0) { return 1.0; }
+    if (x == 0.0) {
+        if (e > 0.0) { return 0.0; }
+        return bitcast<f32>(0x7f800000u);
+    }
+    if (x > 0.0) { return exp2(e * log2(x)); }
+    if (e != round(e)) { return bitcast<f32>(0x7fc00000u); }
+    let r = exp2(e * log2(-x));
+    let odd = abs(e - 2.0 * floor(e * 0.5)) == 1.0;
+    return select(r, -r, odd);
+}
+
+fn apply(op: u32, x: f32, y: f32) -> f32 {
+    switch op {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return x / y; }
+        case 4u: { return max(x, y); }
+        case 5u: { return min(x, y); }
+        case 6u: { return pow_(x, y); }
+        case 7u: { return select(0.0, 1.0, x > y); }
+        case 8u: { return select(0.0, 1.0, x >= y); }
+        case 9u: { return select(0.0, 1.0, x == y); }
+        default: { return x; }
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 64u + lid;
+    if (i >= p[0]) { return; }
+    let rank = p[2];
+    var rem = i;
+    var ia = 0u;
+    var ib = 0u;
+    for (var d = i32(rank) - 1; d >= 0; d--) {
+        let k = u32(d);
+        let size = p[3u + k];
+        let idx = rem % size;
+        rem = rem / size;
+        ia += idx * p[3u + rank + k];
+        ib += idx * p[3u + 2u * rank + k];
+    }
+    out[i] = apply(p[1], a[ia], b[ib]);
+}
