@@ -461,3 +461,32 @@ impl Backend for Wgpu {
 
 impl NnOps<Wgpu> for Wgpu {}
 impl CellOps<Wgpu> for Wgpu {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Option<WgpuDevice> {
+        match WgpuDevice::new(0) {
+            Ok(d) => Some(d),
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI needs a wgpu adapter: {e}"),
+            Err(e) => {
+                eprintln!("SKIPPED: no wgpu adapter ({e})");
+                None
+            }
+        }
+    }
+
+    /// A shader that does not compile and a tensor larger than the device allows are `Err`s
+    /// naming the cause, and the device keeps working after both.
+    #[test]
+    fn failures_are_errors_and_the_device_survives() {
+        let Some(dev) = device() else { return };
+        let e = dev.ctx.launch("broken", "@compute @workgroup_size(1) fn main( {", &[], 1).unwrap_err();
+        assert!(e.to_string().contains("kernel broken"), "{e}");
+        let e = Wgpu::full(0.0, &[1 << 31], &dev).unwrap_err();
+        assert!(e.to_string().contains("exceeds"), "{e}");
+        let ok = Wgpu::to_f32(Wgpu::full(2.5, &[3], &dev).unwrap()).unwrap();
+        assert_eq!(ok, vec![2.5; 3]);
+    }
+}
