@@ -1,3 +1,4 @@
+// Prepended with math.wgsl (pow_).
 // out[i] = op(a[ia], b[ib]) with numpy broadcasting.
 // p = [n, op, rank, shape[rank], astride[rank], bstride[rank]] (broadcast axes have stride 0);
 // op codes follow `Binary` in declaration order (Add 0 … Eq 9).
@@ -5,19 +6,6 @@
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> p: array<u32>;
-
-fn pow_(x: f32, e: f32) -> f32 {
-    if (e == 0.0) { return 1.0; }
-    if (x == 0.0) {
-        if (e > 0.0) { return 0.0; }
-        return bitcast<f32>(0x7f800000u);
-    }
-    if (x > 0.0) { return exp2(e * log2(x)); }
-    if (e != round(e)) { return bitcast<f32>(0x7fc00000u); }
-    let r = exp2(e * log2(-x));
-    let odd = abs(e - 2.0 * floor(e * 0.5)) == 1.0;
-    return select(r, -r, odd);
-}
 
 fn apply(op: u32, x: f32, y: f32) -> f32 {
     switch op {

@@ -1,3 +1,4 @@
+// Prepended with math.wgsl (pow_).
 // y[i] = f(x[i]).   p = [n, op, bits(a), bits(b)]; op codes follow `Unary` in declaration
 // order (Neg 0 … Clamp 19); a, b are the op's parameters (Affine mul/add, Powf p, Clamp min/max).
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -35,20 +36,6 @@ fn erf_(x: f32) -> f32 {
 }
 
 fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
-
-// x^e with the C library's rules for negative bases and zero
-fn pow_(x: f32, e: f32) -> f32 {
-    if (e == 0.0) { return 1.0; }
-    if (x == 0.0) {
-        if (e > 0.0) { return 0.0; }
-        return bitcast<f32>(0x7f800000u);
-    }
-    if (x > 0.0) { return exp2(e * log2(x)); }
-    if (e != round(e)) { return bitcast<f32>(0x7fc00000u); }
-    let r = exp2(e * log2(-x));
-    let odd = abs(e - 2.0 * floor(e * 0.5)) == 1.0;
-    return select(r, -r, odd);
-}
 
 fn tanh_(x: f32) -> f32 {
     // tanh(x) = sign(x)·(1 − e^{−2|x|})/(1 + e^{−2|x|}), no overflow

@@ -25,8 +25,8 @@ pub use context::{adapters, Context};
 use context::{PoolBuf, WG};
 
 const FILL: &str = include_str!("../kernels/fill.wgsl");
-const UNARY: &str = include_str!("../kernels/unary.wgsl");
-const BINARY: &str = include_str!("../kernels/binary.wgsl");
+const UNARY: &str = concat!(include_str!("../kernels/math.wgsl"), include_str!("../kernels/unary.wgsl"));
+const BINARY: &str = concat!(include_str!("../kernels/math.wgsl"), include_str!("../kernels/binary.wgsl"));
 const COPY: &str = include_str!("../kernels/copy.wgsl");
 const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
 const MATMUL: &str = include_str!("../kernels/matmul.wgsl");
