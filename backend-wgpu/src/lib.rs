@@ -4,14 +4,15 @@
 //! primitive op of [`protocell_core::backend::Backend`], cached pipelines and pooled
 //! buffers, run on Vulkan, Metal, DX12 or GL (Mesa's lavapipe/llvmpipe in CI).
 //!
-//! The fused extension ops ([`NnOps`], [`CellOps`]) run as their default compositions of
-//! these primitives; dedicated WGSL kernels for them are the next step.
+//! Fused WGSL kernels: softmax, cross-entropy forward and backward, the AdamW update. The
+//! other extension ops of [`NnOps`] and [`CellOps`] (attention, LayerNorm, the colony
+//! update) run as their default compositions of the primitives.
 //!
 //! Adapters follow wgpu's environment variables (`WGPU_BACKEND=vulkan|gl|…`,
 //! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
 //! Validation errors, out-of-memory and a lost device come back as `Err`s from the op that
 //! met them.
-use protocell_core::backend::{Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::backend::{AdamWStep, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
 use protocell_core::cell::CellOps;
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::{bernoulli_threshold, RngKey};
@@ -33,6 +34,10 @@ const MATMUL: &str = include_str!("../kernels/matmul.wgsl");
 const GATHER: &str = include_str!("../kernels/gather.wgsl");
 const SCATTER: &str = include_str!("../kernels/scatter.wgsl");
 const RANDOM: &str = include_str!("../kernels/random.wgsl");
+const SOFTMAX: &str = include_str!("../kernels/softmax.wgsl");
+const CROSS_ENTROPY: &str = include_str!("../kernels/cross_entropy.wgsl");
+const CROSS_ENTROPY_BWD: &str = include_str!("../kernels/cross_entropy_bwd.wgsl");
+const ADAMW: &str = include_str!("../kernels/adamw.wgsl");
 
 /// The wgpu backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -431,6 +436,17 @@ impl Backend for Wgpu {
         shape.push(d);
         Ok(table.dev.tensor(out, shape))
     }
+    fn softmax(x: WgpuTensor) -> Result<WgpuTensor> {
+        let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("softmax needs rank >= 1".into()))?;
+        let n = shape::numel(&x.shape);
+        let out = x.dev.alloc(n)?;
+        if n > 0 {
+            let rows = n / d;
+            let p = x.dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?])?;
+            x.dev.ctx.launch("softmax", SOFTMAX, &[&x.buf.buf, &out.buf, &p.buf], u32_of(rows, "rows")?)?;
+        }
+        Ok(x.dev.tensor(out, x.shape))
+    }
     fn scatter_add_rows(src: WgpuTensor, ids: WgpuIds, rows: usize) -> Result<WgpuTensor> {
         let d = *src.shape.last().unwrap_or(&1);
         check_ids("scatter_add_rows", &ids.host, rows)?;
@@ -459,7 +475,64 @@ impl Backend for Wgpu {
     }
 }
 
-impl NnOps<Wgpu> for Wgpu {}
+/// Fused kernels where they exist (`softmax` lives on [`Backend`]); the other ops run as the
+/// default compositions of primitives.
+impl NnOps<Wgpu> for Wgpu {
+    fn cross_entropy_fwd(logits: WgpuTensor, targets: WgpuIds) -> Result<(WgpuTensor, WgpuTensor)> {
+        let (n, v) = (logits.shape[0], logits.shape[1]);
+        check_ids("cross_entropy", &targets.host, v)?;
+        let dev = &logits.dev;
+        let lse = dev.alloc(n)?;
+        let nll = dev.alloc(n)?;
+        let p = dev.params(&[u32_of(n, "rows")?, u32_of(v, "classes")?])?;
+        let bufs = [&logits.buf.buf, &targets.buf.buf, &lse.buf, &nll.buf, &p.buf];
+        dev.ctx.launch("cross_entropy", CROSS_ENTROPY, &bufs, u32_of(n, "rows")?)?;
+        let loss = Self::reduce(Reduce::Mean, dev.tensor(nll, vec![n]), 0)?;
+        Ok((Self::reshape(loss, &[])?, dev.tensor(lse, vec![n, 1])))
+    }
+    fn cross_entropy_bwd(
+        logits: WgpuTensor,
+        targets: WgpuIds,
+        lse: WgpuTensor,
+        dloss: WgpuTensor,
+    ) -> Result<WgpuTensor> {
+        let (n, v) = (logits.shape[0], logits.shape[1]);
+        check_ids("cross_entropy", &targets.host, v)?;
+        let dev = &logits.dev;
+        let total = n * v;
+        let out = dev.alloc(total)?;
+        let p =
+            dev.params(&[u32_of(total, "elements")?, u32_of(v.max(1), "classes")?, (1.0 / n.max(1) as f32).to_bits()])?;
+        let bufs = [&logits.buf.buf, &targets.buf.buf, &lse.buf.buf, &dloss.buf.buf, &out.buf, &p.buf];
+        dev.ctx.launch("cross_entropy_bwd", CROSS_ENTROPY_BWD, &bufs, groups(total)?)?;
+        Ok(dev.tensor(out, vec![n, v]))
+    }
+    fn adamw_step(
+        w: WgpuTensor,
+        g: WgpuTensor,
+        m: WgpuTensor,
+        v: WgpuTensor,
+        h: &AdamWStep,
+    ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+        let n = shape::numel(&w.shape);
+        let dev = &w.dev;
+        let (wo, mo, vo) = (dev.alloc(n)?, dev.alloc(n)?, dev.alloc(n)?);
+        let p = dev.params(&[
+            u32_of(n, "elements")?,
+            h.beta1.to_bits(),
+            h.beta2.to_bits(),
+            h.eps.to_bits(),
+            h.decay.to_bits(),
+            h.step_size.to_bits(),
+            h.inv_sqrt_bc2.to_bits(),
+            h.grad_scale.to_bits(),
+        ])?;
+        let bufs = [&w.buf.buf, &g.buf.buf, &m.buf.buf, &v.buf.buf, &wo.buf, &mo.buf, &vo.buf, &p.buf];
+        dev.ctx.launch("adamw", ADAMW, &bufs, groups(n)?)?;
+        let s = w.shape.clone();
+        Ok((dev.tensor(wo, s.clone()), dev.tensor(mo, s.clone()), dev.tensor(vo, s)))
+    }
+}
 impl CellOps<Wgpu> for Wgpu {}
 
 #[cfg(test)]
