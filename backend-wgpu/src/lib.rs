@@ -4,9 +4,10 @@
 //! primitive op of [`protocell_core::backend::Backend`], cached pipelines and pooled
 //! buffers, run on Vulkan, Metal, DX12 or GL (Mesa's lavapipe/llvmpipe in CI).
 //!
-//! Fused WGSL kernels: softmax, cross-entropy forward and backward, the AdamW update. The
-//! other extension ops of [`NnOps`] and [`CellOps`] (attention, LayerNorm, the colony
-//! update) run as their default compositions of the primitives.
+//! Fused WGSL kernels: softmax, LayerNorm forward and backward, cross-entropy forward and
+//! backward, the AdamW update. The other extension ops of [`NnOps`] and [`CellOps`]
+//! (attention, RMSNorm, the colony update) run as their default compositions of the
+//! primitives.
 //!
 //! Adapters follow wgpu's environment variables (`WGPU_BACKEND=vulkan|gl|…`,
 //! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
@@ -38,6 +39,9 @@ const SOFTMAX: &str = include_str!("../kernels/softmax.wgsl");
 const CROSS_ENTROPY: &str = include_str!("../kernels/cross_entropy.wgsl");
 const CROSS_ENTROPY_BWD: &str = include_str!("../kernels/cross_entropy_bwd.wgsl");
 const ADAMW: &str = include_str!("../kernels/adamw.wgsl");
+const LAYER_NORM: &str = include_str!("../kernels/layer_norm.wgsl");
+const LAYER_NORM_BWD: &str = include_str!("../kernels/layer_norm_bwd.wgsl");
+const LAYER_NORM_PARAMS: &str = include_str!("../kernels/layer_norm_params.wgsl");
 
 /// The wgpu backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -478,6 +482,43 @@ impl Backend for Wgpu {
 /// Fused kernels where they exist (`softmax` lives on [`Backend`]); the other ops run as the
 /// default compositions of primitives.
 impl NnOps<Wgpu> for Wgpu {
+    fn layer_norm_fwd(
+        x: WgpuTensor,
+        gamma: WgpuTensor,
+        beta: WgpuTensor,
+        eps: f32,
+    ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+        let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
+        let n = shape::numel(&x.shape);
+        let rows = n.checked_div(d).unwrap_or(0);
+        let dev = &x.dev;
+        let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
+        let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits()])?;
+        let bufs = [&x.buf.buf, &gamma.buf.buf, &beta.buf.buf, &y.buf, &mean.buf, &rstd.buf, &p.buf];
+        dev.ctx.launch("layer_norm", LAYER_NORM, &bufs, u32_of(rows, "rows")?)?;
+        let mut stat_shape = x.shape.clone();
+        *stat_shape.last_mut().expect("rank >= 1") = 1;
+        Ok((dev.tensor(y, x.shape.clone()), dev.tensor(mean, stat_shape.clone()), dev.tensor(rstd, stat_shape)))
+    }
+    fn layer_norm_bwd(
+        x: WgpuTensor,
+        gamma: WgpuTensor,
+        mean: WgpuTensor,
+        rstd: WgpuTensor,
+        dy: WgpuTensor,
+    ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+        let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
+        let n = shape::numel(&x.shape);
+        let rows = n.checked_div(d).unwrap_or(0);
+        let dev = &x.dev;
+        let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
+        let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?])?;
+        let bufs = [&x.buf.buf, &gamma.buf.buf, &mean.buf.buf, &rstd.buf.buf, &dy.buf.buf, &dx.buf, &p.buf];
+        dev.ctx.launch("layer_norm_bwd", LAYER_NORM_BWD, &bufs, u32_of(rows, "rows")?)?;
+        let bufs = [&x.buf.buf, &mean.buf.buf, &rstd.buf.buf, &dy.buf.buf, &dgamma.buf, &dbeta.buf, &p.buf];
+        dev.ctx.launch("layer_norm_params", LAYER_NORM_PARAMS, &bufs, groups(d)?)?;
+        Ok((dev.tensor(dx, x.shape.clone()), dev.tensor(dgamma, vec![d]), dev.tensor(dbeta, vec![d])))
+    }
     fn cross_entropy_fwd(logits: WgpuTensor, targets: WgpuIds) -> Result<(WgpuTensor, WgpuTensor)> {
         let (n, v) = (logits.shape[0], logits.shape[1]);
         check_ids("cross_entropy", &targets.host, v)?;

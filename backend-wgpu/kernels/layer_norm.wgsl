@@ -1,0 +1,69 @@
+// LayerNorm forward over the last axis, one workgroup per row of `d`:
+// μ = mean(x), rstd = 1/√(mean((x − μ)²) + ε), y = (x − μ)·rstd·γ + β.
+// Loops are chunked (≤ 4096 iterations each).   p = [rows, d, bits(ε)]
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> beta: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(6) var<storage, read> p: array<u32>;
+
+var<workgroup> part: array<f32, 64>;
+
+fn row_sum(v: f32, lid: u32) -> f32 {
+    part[lid] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (lid < s) { part[lid] = part[lid] + part[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = part[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y * nwg.x + wid.x;
+    let in_range = row < p[0];
+    let d = p[1];
+    let base = row * d;
+    var acc = 0.0;
+    if (in_range) {
+        for (var c = lid; c < d; c += 64u * 4096u) {
+            for (var q = 0u; q < 4096u; q++) {
+                let k = c + q * 64u;
+                if (k >= d) { break; }
+                acc += x[base + k];
+            }
+        }
+    }
+    let mu = row_sum(acc, lid) / f32(d);
+    acc = 0.0;
+    if (in_range) {
+        for (var c = lid; c < d; c += 64u * 4096u) {
+            for (var q = 0u; q < 4096u; q++) {
+                let k = c + q * 64u;
+                if (k >= d) { break; }
+                let xc = x[base + k] - mu;
+                acc += xc * xc;
+            }
+        }
+    }
+    let r = 1.0 / sqrt(row_sum(acc, lid) / f32(d) + bitcast<f32>(p[2]));
+    if (in_range) {
+        for (var c = lid; c < d; c += 64u * 4096u) {
+            for (var q = 0u; q < 4096u; q++) {
+                let k = c + q * 64u;
+                if (k >= d) { break; }
+                y[base + k] = (x[base + k] - mu) * r * gamma[k] + beta[k];
+            }
+        }
+        if (lid == 0u) {
+            mean[row] = mu;
+            rstd[row] = r;
+        }
+    }
+}

@@ -1,0 +1,64 @@
+// LayerNorm backward, input gradient, one workgroup per row: with x̂ = (x − μ)·rstd and
+// g = dy·γ, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).   p = [rows, d]
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> mean: array<f32>;
+@group(0) @binding(3) var<storage, read> rstd: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(6) var<storage, read> p: array<u32>;
+
+var<workgroup> part: array<f32, 64>;
+
+fn row_sum(v: f32, lid: u32) -> f32 {
+    part[lid] = v;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+        if (lid < s) { part[lid] = part[lid] + part[lid + s]; }
+        workgroupBarrier();
+    }
+    let r = part[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let row = wid.y * nwg.x + wid.x;
+    let in_range = row < p[0];
+    let d = p[1];
+    let base = row * d;
+    var mu = 0.0;
+    var r = 0.0;
+    if (in_range) {
+        mu = mean[row];
+        r = rstd[row];
+    }
+    var sg = 0.0;
+    var sgx = 0.0;
+    if (in_range) {
+        for (var c = lid; c < d; c += 64u * 4096u) {
+            for (var q = 0u; q < 4096u; q++) {
+                let k = c + q * 64u;
+                if (k >= d) { break; }
+                let g = dy[base + k] * gamma[k];
+                sg += g;
+                sgx += g * (x[base + k] - mu) * r;
+            }
+        }
+    }
+    let mg = row_sum(sg, lid) / f32(d);
+    let mgx = row_sum(sgx, lid) / f32(d);
+    if (in_range) {
+        for (var c = lid; c < d; c += 64u * 4096u) {
+            for (var q = 0u; q < 4096u; q++) {
+                let k = c + q * 64u;
+                if (k >= d) { break; }
+                let g = dy[base + k] * gamma[k];
+                let xh = (x[base + k] - mu) * r;
+                dx[base + k] = (g - mg - xh * mgx) * r;
+            }
+        }
+    }
+}
