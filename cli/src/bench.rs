@@ -91,6 +91,9 @@ pub struct TrainBenchArgs {
     /// Path of the PyTorch reference directory.
     #[arg(long)]
     pytorch_dir: Option<PathBuf>,
+    /// Also time the same steps on this backend (`wgpu[:N]`) and report its ratio to the CPU.
+    #[arg(long)]
+    backend: Option<String>,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -302,6 +305,20 @@ fn train(a: TrainBenchArgs) -> Result<()> {
     let peak = sgemm_gflops(1024)?;
     let roofline_ms = flops.map(|f| f / (peak * 1e9) * 1e3);
     let torch = if a.pytorch { Some(run_pytorch(&a, &run)) } else { None };
+    // the same steps on another backend (each step ends with the loss readback, so its wall
+    // time includes the device's work)
+    let other = match &a.backend {
+        Some(name) => {
+            let device: Device = name.parse()?;
+            let mut s = new_session(run.clone(), device)?;
+            for _ in 0..a.warmup {
+                s.train_step()?;
+            }
+            let mut t: Vec<f64> = (0..a.steps).map(|_| s.train_step().map(|x| x.seconds)).collect::<Result<_>>()?;
+            Some((device, median(&mut t) * 1e3))
+        }
+        None => None,
+    };
     let torch_ms = torch.as_ref().and_then(|r| r.as_ref().ok()).and_then(|v| v["ms_per_step"].as_f64());
     let report = json!({
         "model": run.arch, "preset": run.preset, "threads": protocell_cpu::num_threads(),
@@ -311,6 +328,8 @@ fn train(a: TrainBenchArgs) -> Result<()> {
         "roofline_ms": roofline_ms, "fraction_of_roofline": roofline_ms.map(|r| r / ms),
         "pytorch": torch.as_ref().map(|r| match r { Ok(v) => v.clone(), Err(e) => json!({"error": e.to_string()}) }),
         "speedup_vs_pytorch": torch_ms.map(|t| t / ms), "peak_rss_bytes": sys::peak_rss_bytes(),
+        "backend": other.map(|(d, bms)| json!({"device": d.to_string(), "ms_per_step": bms,
+            "tokens_per_s": tokens as f64 / (bms / 1e3), "speedup_vs_cpu": ms / bms})),
     });
     if a.json {
         println!("{report}");
@@ -352,6 +371,9 @@ fn train(a: TrainBenchArgs) -> Result<()> {
             (total - inside) * 1e3 / a.steps as f64,
             100.0 * (total - inside) / total
         );
+    }
+    if let Some((d, bms)) = other {
+        println!("{d:<14} {bms:8.2} ms/step  {:9.0} tokens/s -> {:.3}x the CPU", tokens as f64 / (bms / 1e3), ms / bms);
     }
     match (&torch, torch_ms) {
         (Some(Ok(_)), Some(t)) => println!(
