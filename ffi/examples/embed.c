@@ -121,6 +121,15 @@ int main(int argc, char **argv) {
     print_tokens(loaded, b, N_NEW);
     printf("\"\n");
 
+    /* ---- resume training: the optimiser saved with the model ---- */
+    ProtocellOptimizer *resumed = NULL;
+    CHECK(protocell_optimizer_load(loaded, path, strlen(path), &resumed));
+    ProtocellStepStats more;
+    CHECK(protocell_train_step(loaded, resumed, inputs, targets, BATCH, SEQ, &more));
+    printf("resumed: step %llu, loss %.3f\n", (unsigned long long)more.step, more.loss);
+    if (more.step != STEPS + 1) return 1;
+    CHECK(protocell_optimizer_destroy(&resumed));
+
     /* ---- a cell colony on its own ---- */
     const char *colony_json = "{\"blocks\": 4, \"mode\": \"sound\", \"inner_steps\": 5}";
     ProtocellColony *colony = NULL;

@@ -230,6 +230,21 @@ enum ProtocellStatus protocell_optimizer_create(const char *json,
                                                 size_t json_len,
                                                 struct ProtocellOptimizer **out);
 
+// The optimiser saved with `model` by [`protocell_model_save`] (settings, step count and
+// moments), read from a checkpoint file (`path_len` bytes of UTF-8 path) and bound to
+// `model`, so that training resumes where it stopped. A checkpoint saved without an
+// optimiser is `PROTOCELL_STATUS_CHECKPOINT`.
+enum ProtocellStatus protocell_optimizer_load(const struct ProtocellModel *model,
+                                              const char *path,
+                                              size_t path_len,
+                                              struct ProtocellOptimizer **out);
+
+// As [`protocell_optimizer_load`], from checkpoint bytes held in memory (`len` bytes).
+enum ProtocellStatus protocell_optimizer_load_bytes(const struct ProtocellModel *model,
+                                                    const uint8_t *bytes,
+                                                    size_t len,
+                                                    struct ProtocellOptimizer **out);
+
 // Releases an optimiser and sets `*optimizer` to NULL.
 enum ProtocellStatus protocell_optimizer_destroy(struct ProtocellOptimizer **optimizer);
 

@@ -743,6 +743,42 @@ pub unsafe extern "C" fn protocell_optimizer_create(
     })
 }
 
+/// The optimiser saved with `model` by [`protocell_model_save`] (settings, step count and
+/// moments), read from a checkpoint file (`path_len` bytes of UTF-8 path) and bound to
+/// `model`, so that training resumes where it stopped. A checkpoint saved without an
+/// optimiser is `PROTOCELL_STATUS_CHECKPOINT`.
+#[no_mangle]
+pub unsafe extern "C" fn protocell_optimizer_load(
+    model: *const ProtocellModel,
+    path: *const c_char,
+    path_len: usize,
+    out: *mut *mut ProtocellOptimizer,
+) -> ProtocellStatus {
+    guard(|| {
+        nonnull(out, "out")?;
+        let path = unsafe { text(path, path_len, "path")? };
+        let ckpt = io::read_checkpoint(Path::new(path))?;
+        let opt = with_model(model, |m| Ok(m.restore_optimizer(&ckpt)?))?;
+        unsafe { write_out(out, register(Object::Optimizer(opt)), "out") }
+    })
+}
+
+/// As [`protocell_optimizer_load`], from checkpoint bytes held in memory (`len` bytes).
+#[no_mangle]
+pub unsafe extern "C" fn protocell_optimizer_load_bytes(
+    model: *const ProtocellModel,
+    bytes: *const u8,
+    len: usize,
+    out: *mut *mut ProtocellOptimizer,
+) -> ProtocellStatus {
+    guard(|| {
+        nonnull(out, "out")?;
+        let ckpt = embed::decode_checkpoint(unsafe { slice(bytes, len, "bytes")? })?;
+        let opt = with_model(model, |m| Ok(m.restore_optimizer(&ckpt)?))?;
+        unsafe { write_out(out, register(Object::Optimizer(opt)), "out") }
+    })
+}
+
 /// Releases an optimiser and sets `*optimizer` to NULL.
 #[no_mangle]
 pub unsafe extern "C" fn protocell_optimizer_destroy(optimizer: *mut *mut ProtocellOptimizer) -> ProtocellStatus {

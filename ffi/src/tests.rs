@@ -564,3 +564,63 @@ fn a_panic_becomes_a_status() {
     let got = guard(|| Err(Error::NonFinite("loss is NaN".into()).into()));
     expect(got, S::NonFinite, "loss is NaN");
 }
+
+/// Training resumes exactly: N steps, save with the optimiser, reload both, N more steps
+/// equals 2N uninterrupted steps bit for bit.
+#[test]
+fn optimizer_state_round_trips_through_a_checkpoint() {
+    let dev = cpu();
+    let ids: Vec<u32> = (0..2 * 16).map(|k| (k * 13 + 5) % 256).collect();
+    let step = |m: *mut ProtocellModel, o: *mut ProtocellOptimizer| {
+        let mut st = ProtocellStepStats::default();
+        ok(unsafe { protocell_train_step(m, o, ids.as_ptr(), ids[1..].as_ptr(), 1, 16, &mut st) });
+        st.loss
+    };
+    let straight = model(dev, TINY);
+    let so = optimizer(r#"{"lr": 1e-2, "warmup": 2, "total_steps": 8}"#);
+    let want: Vec<f64> = (0..8).map(|_| step(straight, so)).collect();
+
+    let first = model(dev, TINY);
+    let fo = optimizer(r#"{"lr": 1e-2, "warmup": 2, "total_steps": 8}"#);
+    let mut got: Vec<f64> = (0..4).map(|_| step(first, fo)).collect();
+    let mut needed = 0usize;
+    unsafe { protocell_model_save_bytes(first, fo, null_mut(), 0, &mut needed) };
+    let mut buf = vec![0u8; needed];
+    ok(unsafe { protocell_model_save_bytes(first, fo, buf.as_mut_ptr(), buf.len(), &mut needed) });
+    let mut resumed = null_mut();
+    ok(unsafe { protocell_model_load_bytes(dev, buf.as_ptr(), buf.len(), &mut resumed) });
+    let mut ro = null_mut();
+    ok(unsafe { protocell_optimizer_load_bytes(resumed, buf.as_ptr(), buf.len(), &mut ro) });
+    got.extend((0..4).map(|_| step(resumed, ro)));
+    assert_eq!(
+        got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
+
+    // the restored optimiser belongs to the model it was loaded for
+    let other = model(dev, TINY);
+    expect(
+        unsafe {
+            protocell_train_step(other, ro, ids.as_ptr(), ids[1..].as_ptr(), 1, 16, &mut ProtocellStepStats::default())
+        },
+        S::InvalidArgument,
+        "another model",
+    );
+    // a checkpoint saved without an optimiser has none to load
+    unsafe { protocell_model_save_bytes(other, null(), null_mut(), 0, &mut needed) };
+    let mut plain = vec![0u8; needed];
+    ok(unsafe { protocell_model_save_bytes(other, null(), plain.as_mut_ptr(), plain.len(), &mut needed) });
+    let mut none = null_mut();
+    expect(
+        unsafe { protocell_optimizer_load_bytes(other, plain.as_ptr(), plain.len(), &mut none) },
+        S::Checkpoint,
+        "no optimizer state",
+    );
+    let missing = "/nonexistent/x.ckpt";
+    expect(
+        unsafe { protocell_optimizer_load(other, missing.as_ptr().cast(), missing.len(), &mut none) },
+        S::Checkpoint,
+        "cannot read",
+    );
+    assert!(none.is_null());
+}

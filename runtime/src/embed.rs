@@ -240,6 +240,9 @@ pub trait Model: Send {
     /// Weights, tokenizer and config (and the optimiser's moments when `opt` has updated
     /// this model), readable by [`load`] and by `protocell generate`.
     fn checkpoint(&self, opt: Option<&Optimizer>) -> Result<Checkpoint>;
+    /// The optimiser saved with this model in `ckpt` (settings, step count and moments),
+    /// bound to this model, so that training resumes exactly.
+    fn restore_optimizer(&self, ckpt: &Checkpoint) -> Result<Optimizer>;
 }
 
 struct Embedded<AB: AutodiffBackend, M> {
@@ -379,6 +382,39 @@ where
             meta,
             tensors,
         })
+    }
+    fn restore_optimizer(&self, ckpt: &Checkpoint) -> Result<Optimizer> {
+        let meta = |k: &str| ckpt.meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let (Some(cfg), Some(steps)) = (meta("optim.config"), meta("optim.steps")) else {
+            return Err(Error::Checkpoint("this checkpoint holds no optimizer state".into()));
+        };
+        let cfg = OptimizerConfig::from_json(cfg).map_err(|e| Error::Checkpoint(format!("optimizer settings: {e}")))?;
+        let steps: u64 = steps.parse().map_err(|_| Error::Checkpoint(format!("optimizer step count {steps:?}")))?;
+        let mut moments = std::collections::BTreeMap::new();
+        let mut err = None;
+        self.model.visit("", &mut |name, p| {
+            let (m, v) = (ckpt.tensor(&format!("optim.m.{name}")), ckpt.tensor(&format!("optim.v.{name}")));
+            match (m, v) {
+                (Some(m), Some(v)) if m.shape == p.shape() && v.shape == p.shape() => {
+                    match (
+                        Tensor::<AB::Inner>::from_f32(&m.data, &m.shape, &self.dev),
+                        Tensor::<AB::Inner>::from_f32(&v.data, &v.shape, &self.dev),
+                    ) {
+                        (Ok(a), Ok(b)) => {
+                            moments.insert(name.to_string(), (a, b));
+                        }
+                        (Err(e), _) | (_, Err(e)) => err = Some(e),
+                    }
+                }
+                _ => err = Some(Error::Checkpoint(format!("optimizer moments of {name} are missing or misshapen"))),
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut adamw = AdamW::<AB::Inner>::new(cfg.adamw())?;
+        adamw.restore(steps, moments);
+        Ok(Optimizer { cfg, owner: Some(self.id), steps, state: Some(Box::new(adamw)) })
     }
 }
 
