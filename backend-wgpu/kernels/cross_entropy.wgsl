@@ -1,3 +1,4 @@
+// Prepended with rows.wgsl (row_max, row_sum).
 // Cross-entropy forward, one workgroup per row of logits [n, v]:
 // lse[r] = max + ln Σ e^{x − max},  nll[r] = lse[r] − x[r, t[r]].
 // Targets are checked on the host. Loops are chunked (≤ 4096 iterations each).
@@ -7,8 +8,6 @@
 @group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<storage, read_write> nll: array<f32>;
 @group(0) @binding(4) var<storage, read> p: array<u32>;
-
-var<workgroup> part: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -27,14 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    part[lid] = m;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s = s >> 1u) {
-        if (lid < s) { part[lid] = max(part[lid], part[lid + s]); }
-        workgroupBarrier();
-    }
-    m = part[0];
-    workgroupBarrier();
+    m = row_max(m, lid);
     var acc = 0.0;
     if (in_range) {
         for (var c = lid; c < v; c += 64u * 4096u) {
@@ -45,14 +37,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    part[lid] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s = s >> 1u) {
-        if (lid < s) { part[lid] = part[lid] + part[lid + s]; }
-        workgroupBarrier();
-    }
+    let total = row_sum(acc, lid);
     if (lid == 0u && in_range) {
-        let l = m + log(part[0]);
+        let l = m + log(total);
         lse[row] = l;
         nll[row] = l - x[base + t[row]];
     }

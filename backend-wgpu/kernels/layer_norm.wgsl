@@ -1,3 +1,4 @@
+// Prepended with rows.wgsl (row_sum).
 // LayerNorm forward over the last axis, one workgroup per row of `d`:
 // μ = mean(x), rstd = 1/√(mean((x − μ)²) + ε), y = (x − μ)·rstd·γ + β.
 // Loops are chunked (≤ 4096 iterations each).   p = [rows, d, bits(ε)]
@@ -8,20 +9,6 @@
 @group(0) @binding(4) var<storage, read_write> mean: array<f32>;
 @group(0) @binding(5) var<storage, read_write> rstd: array<f32>;
 @group(0) @binding(6) var<storage, read> p: array<u32>;
-
-var<workgroup> part: array<f32, 64>;
-
-fn row_sum(v: f32, lid: u32) -> f32 {
-    part[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s = s >> 1u) {
-        if (lid < s) { part[lid] = part[lid] + part[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = part[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,3 +1,4 @@
+// Prepended with rows.wgsl (row_sum).
 // LayerNorm backward, input gradient, one workgroup per row: with x̂ = (x − μ)·rstd and
 // g = dy·γ, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).   p = [rows, d]
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -7,20 +8,6 @@
 @group(0) @binding(4) var<storage, read> dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(6) var<storage, read> p: array<u32>;
-
-var<workgroup> part: array<f32, 64>;
-
-fn row_sum(v: f32, lid: u32) -> f32 {
-    part[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s = s >> 1u) {
-        if (lid < s) { part[lid] = part[lid] + part[lid + s]; }
-        workgroupBarrier();
-    }
-    let r = part[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,11 +1,10 @@
+// Prepended with rows.wgsl (row_max, row_sum).
 // Row-wise softmax over the last axis: one workgroup per row of `d` elements;
 // y = e^{x − max} / Σ e^{x − max}. Loops are chunked (≤ 4096 iterations each).
 // p = [rows, d]
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> p: array<u32>;
-
-var<workgroup> part: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -24,14 +23,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    part[lid] = m;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s = s >> 1u) {
-        if (lid < s) { part[lid] = max(part[lid], part[lid + s]); }
-        workgroupBarrier();
-    }
-    m = part[0];
-    workgroupBarrier();
+    m = row_max(m, lid);
     var acc = 0.0;
     if (in_range) {
         for (var c = lid; c < d; c += 64u * 4096u) {
@@ -42,13 +34,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    part[lid] = acc;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s = s >> 1u) {
-        if (lid < s) { part[lid] = part[lid] + part[lid + s]; }
-        workgroupBarrier();
-    }
-    let inv = 1.0 / part[0];
+    let total = row_sum(acc, lid);
+    let inv = 1.0 / total;
     if (in_range) {
         for (var c = lid; c < d; c += 64u * 4096u) {
             for (var q = 0u; q < 4096u; q++) {

@@ -35,12 +35,14 @@ const MATMUL: &str = include_str!("../kernels/matmul.wgsl");
 const GATHER: &str = include_str!("../kernels/gather.wgsl");
 const SCATTER: &str = include_str!("../kernels/scatter.wgsl");
 const RANDOM: &str = include_str!("../kernels/random.wgsl");
-const SOFTMAX: &str = include_str!("../kernels/softmax.wgsl");
-const CROSS_ENTROPY: &str = include_str!("../kernels/cross_entropy.wgsl");
+const SOFTMAX: &str = concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/softmax.wgsl"));
+const CROSS_ENTROPY: &str =
+    concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/cross_entropy.wgsl"));
 const CROSS_ENTROPY_BWD: &str = include_str!("../kernels/cross_entropy_bwd.wgsl");
 const ADAMW: &str = include_str!("../kernels/adamw.wgsl");
-const LAYER_NORM: &str = include_str!("../kernels/layer_norm.wgsl");
-const LAYER_NORM_BWD: &str = include_str!("../kernels/layer_norm_bwd.wgsl");
+const LAYER_NORM: &str = concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/layer_norm.wgsl"));
+const LAYER_NORM_BWD: &str =
+    concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/layer_norm_bwd.wgsl"));
 const LAYER_NORM_PARAMS: &str = include_str!("../kernels/layer_norm_params.wgsl");
 
 /// The wgpu backend.
