@@ -20,7 +20,6 @@ use crate::cell::{scalar, CellMode, ColonySpec, Pruning, N_COEFFS, SEED_COEFFS};
 use crate::error::{Error, Result};
 use crate::nn::{join, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
 use crate::rng::RngKey;
-use crate::shape_err;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
 use alloc::vec::Vec;
@@ -318,17 +317,7 @@ impl<B: Backend> LanguageModel<B> for CellToken<B> {
 
     fn forward(&self, ids: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
         let s = ids.shape();
-        if s.len() != 2 || s[1] == 0 {
-            return Err(shape_err!("cell-token", "ids must be [batch, seq] with seq > 0, got {s:?}"));
-        }
-        if s[1] > self.cfg.ctx_len {
-            return Err(shape_err!(
-                "cell-token",
-                "sequence of {} exceeds the context length {}",
-                s[1],
-                self.cfg.ctx_len
-            ));
-        }
+        super::check_ids_shape("cell-token", s, self.cfg.ctx_len, "context length")?;
         let e = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, 0, s[1])?)?;
         let mut x = if self.cfg.cell_path {
             let feats = self.colony(&e, ctx)?;

@@ -18,7 +18,6 @@ use crate::backend::{Backend, Dist};
 use crate::error::{Error, Result};
 use crate::nn::{join, Embedding, ForwardCtx, Init, LayerNorm, Linear, Module, SelfAttention};
 use crate::rng::RngKey;
-use crate::shape_err;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
 use alloc::vec::Vec;
@@ -214,17 +213,7 @@ impl<B: Backend> LanguageModel<B> for CellularTransformer<B> {
 
     fn forward(&self, ids: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
         let s = ids.shape();
-        if s.len() != 2 || s[1] == 0 {
-            return Err(shape_err!("cellular-transformer", "ids must be [batch, seq] with seq > 0, got {s:?}"));
-        }
-        if s[1] > self.cfg.ctx_len {
-            return Err(shape_err!(
-                "cellular-transformer",
-                "sequence of {} exceeds the position table {}",
-                s[1],
-                self.cfg.ctx_len
-            ));
-        }
+        super::check_ids_shape("cellular-transformer", s, self.cfg.ctx_len, "position table")?;
         let (b, t, d) = (s[0], s[1], self.cfg.d_model);
         let mut x = self.emb.forward(ids)?;
         if let Some(cell) = &self.cellular {

@@ -7,7 +7,6 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::nn::{dropout, join, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
 use crate::rng::RngKey;
-use crate::shape_err;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
 use alloc::vec::Vec;
@@ -210,12 +209,7 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
 
     fn forward(&self, ids: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
         let s = ids.shape();
-        if s.len() != 2 || s[1] == 0 {
-            return Err(shape_err!("gpt", "ids must be [batch, seq] with seq > 0, got {s:?}"));
-        }
-        if s[1] > self.cfg.ctx_len {
-            return Err(shape_err!("gpt", "sequence of {} exceeds the context length {}", s[1], self.cfg.ctx_len));
-        }
+        super::check_ids_shape("gpt", s, self.cfg.ctx_len, "context length")?;
         let tok = self.wte.forward(ids)?;
         let pos = self.wpe.weight.narrow(0, 0, s[1])?;
         let mut x = dropout(&tok.add(&pos)?, self.cfg.dropout, ctx)?;

@@ -41,3 +41,15 @@ pub trait LanguageModel<B: Backend>: Module<B> + Sized {
         logits.reshape(&[b * s, v])?.cross_entropy(&targets.reshape(&[b * s])?)
     }
 }
+
+/// Checks model input ids: `shape` must be `[batch, seq]` with `0 < seq ≤ limit`; `limit_name`
+/// says what bounds the sequence (the context length, a position table).
+pub(crate) fn check_ids_shape(model: &'static str, shape: &[usize], limit: usize, limit_name: &str) -> Result<()> {
+    if shape.len() != 2 || shape[1] == 0 {
+        return Err(crate::shape_err!(model, "ids must be [batch, seq] with seq > 0, got {shape:?}"));
+    }
+    if shape[1] > limit {
+        return Err(crate::shape_err!(model, "sequence of {} exceeds the {limit_name} {limit}", shape[1]));
+    }
+    Ok(())
+}
