@@ -1,7 +1,8 @@
 // Prepended with rows.wgsl (row_sum).
 // LayerNorm forward over the last axis, one workgroup per row of `d`:
 // μ = mean(x), rstd = 1/√(mean((x − μ)²) + ε), y = (x − μ)·rstd·γ + β.
-// Loops are chunked (≤ 4096 iterations each).   p = [rows, d, bits(ε)]
+// RMSNorm when p[3] = 1: μ = 0 and no β (y = x·rstd·γ; the β binding is not read).
+// Loops are chunked (≤ 4096 iterations each).   p = [rows, d, bits(ε), rms]
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> beta: array<f32>;
@@ -17,8 +18,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let in_range = row < p[0];
     let d = p[1];
     let base = row * d;
+    let rms = p[3] == 1u;
     var acc = 0.0;
-    if (in_range) {
+    if (in_range && !rms) {
         for (var c = lid; c < d; c += 64u * 4096u) {
             for (var q = 0u; q < 4096u; q++) {
                 let k = c + q * 64u;
@@ -27,7 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    let mu = row_sum(acc, lid) / f32(d);
+    let mu = select(row_sum(acc, lid) / f32(d), 0.0, rms);
     acc = 0.0;
     if (in_range) {
         for (var c = lid; c < d; c += 64u * 4096u) {
@@ -45,7 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             for (var q = 0u; q < 4096u; q++) {
                 let k = c + q * 64u;
                 if (k >= d) { break; }
-                y[base + k] = (x[base + k] - mu) * r * gamma[k] + beta[k];
+                y[base + k] = (x[base + k] - mu) * r * gamma[k] + select(beta[k], 0.0, rms);
             }
         }
         if (lid == 0u) {

@@ -1,6 +1,8 @@
 // Prepended with rows.wgsl (row_sum).
 // LayerNorm backward, input gradient, one workgroup per row: with x̂ = (x − μ)·rstd and
-// g = dy·γ, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).   p = [rows, d]
+// g = dy·γ, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).
+// RMSNorm when p[2] = 1: μ = 0 and no mean(g) term (the mean binding is not read).
+// p = [rows, d, rms]
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> mean: array<f32>;
@@ -16,10 +18,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let in_range = row < p[0];
     let d = p[1];
     let base = row * d;
+    let rms = p[2] == 1u;
     var mu = 0.0;
     var r = 0.0;
     if (in_range) {
-        mu = mean[row];
+        mu = select(mean[row], 0.0, rms);
         r = rstd[row];
     }
     var sg = 0.0;
@@ -35,7 +38,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    let mg = row_sum(sg, lid) / f32(d);
+    let mg = select(row_sum(sg, lid) / f32(d), 0.0, rms);
     let mgx = row_sum(sgx, lid) / f32(d);
     if (in_range) {
         for (var c = lid; c < d; c += 64u * 4096u) {

@@ -1,5 +1,6 @@
 // LayerNorm backward, parameter gradients, one thread per column c (sequential over rows,
-// chunked loops): dγ[c] = Σ_r dy[r, c]·x̂[r, c], dβ[c] = Σ_r dy[r, c].   p = [rows, d]
+// chunked loops): dγ[c] = Σ_r dy[r, c]·x̂[r, c], dβ[c] = Σ_r dy[r, c].
+// RMSNorm when p[2] = 1: x̂ = x·rstd (the mean binding is not read).   p = [rows, d, rms]
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> mean: array<f32>;
 @group(0) @binding(2) var<storage, read> rstd: array<f32>;
@@ -15,13 +16,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rows = p[0];
     let d = p[1];
     if (c >= d) { return; }
+    let rms = p[2] == 1u;
     var sg = 0.0;
     var sb = 0.0;
     for (var r0 = 0u; r0 < rows; r0 += 4096u) {
         for (var r = r0; r < min(rows, r0 + 4096u); r++) {
             let g = dy[r * d + c];
             sb += g;
-            sg += g * (x[r * d + c] - mean[r]) * rstd[r];
+            sg += g * (x[r * d + c] - select(mean[r], 0.0, rms)) * rstd[r];
         }
     }
     dgamma[c] = sg;

@@ -13,7 +13,9 @@
 //! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
 //! Validation errors, out-of-memory and a lost device come back as `Err`s from the op that
 //! met them.
-use protocell_core::backend::{AdamWStep, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::backend::{
+    attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
+};
 use protocell_core::cell::CellOps;
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::{bernoulli_threshold, RngKey};
@@ -44,6 +46,18 @@ const LAYER_NORM: &str = concat!(include_str!("../kernels/rows.wgsl"), include_s
 const LAYER_NORM_BWD: &str =
     concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/layer_norm_bwd.wgsl"));
 const LAYER_NORM_PARAMS: &str = include_str!("../kernels/layer_norm_params.wgsl");
+const ATTENTION: &str = concat!(
+    include_str!("../kernels/rows.wgsl"),
+    include_str!("../kernels/attn.wgsl"),
+    include_str!("../kernels/attention.wgsl")
+);
+const ATTENTION_BWD: &str = concat!(
+    include_str!("../kernels/rows.wgsl"),
+    include_str!("../kernels/attn.wgsl"),
+    include_str!("../kernels/attention_bwd.wgsl")
+);
+const ATTENTION_APPLY: &str =
+    concat!(include_str!("../kernels/attn.wgsl"), include_str!("../kernels/attention_apply.wgsl"));
 
 /// The wgpu backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -490,17 +504,7 @@ impl NnOps<Wgpu> for Wgpu {
         beta: WgpuTensor,
         eps: f32,
     ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
-        let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
-        let n = shape::numel(&x.shape);
-        let rows = n.checked_div(d).unwrap_or(0);
-        let dev = &x.dev;
-        let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
-        let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits()])?;
-        let bufs = [&x.buf.buf, &gamma.buf.buf, &beta.buf.buf, &y.buf, &mean.buf, &rstd.buf, &p.buf];
-        dev.ctx.launch("layer_norm", LAYER_NORM, &bufs, u32_of(rows, "rows")?)?;
-        let mut stat_shape = x.shape.clone();
-        *stat_shape.last_mut().expect("rank >= 1") = 1;
-        Ok((dev.tensor(y, x.shape.clone()), dev.tensor(mean, stat_shape.clone()), dev.tensor(rstd, stat_shape)))
+        norm_fwd(x, gamma, Some(beta), eps)
     }
     fn layer_norm_bwd(
         x: WgpuTensor,
@@ -509,17 +513,72 @@ impl NnOps<Wgpu> for Wgpu {
         rstd: WgpuTensor,
         dy: WgpuTensor,
     ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
-        let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
-        let n = shape::numel(&x.shape);
-        let rows = n.checked_div(d).unwrap_or(0);
-        let dev = &x.dev;
-        let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
-        let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?])?;
-        let bufs = [&x.buf.buf, &gamma.buf.buf, &mean.buf.buf, &rstd.buf.buf, &dy.buf.buf, &dx.buf, &p.buf];
-        dev.ctx.launch("layer_norm_bwd", LAYER_NORM_BWD, &bufs, u32_of(rows, "rows")?)?;
-        let bufs = [&x.buf.buf, &mean.buf.buf, &rstd.buf.buf, &dy.buf.buf, &dgamma.buf, &dbeta.buf, &p.buf];
-        dev.ctx.launch("layer_norm_params", LAYER_NORM_PARAMS, &bufs, groups(d)?)?;
-        Ok((dev.tensor(dx, x.shape.clone()), dev.tensor(dgamma, vec![d]), dev.tensor(dbeta, vec![d])))
+        norm_bwd(x, gamma, Some(mean), rstd, dy)
+    }
+    fn rms_norm_fwd(x: WgpuTensor, gamma: WgpuTensor, eps: f32) -> Result<(WgpuTensor, WgpuTensor)> {
+        let (y, _, rstd) = norm_fwd(x, gamma, None, eps)?;
+        Ok((y, rstd))
+    }
+    fn rms_norm_bwd(
+        x: WgpuTensor,
+        gamma: WgpuTensor,
+        rstd: WgpuTensor,
+        dy: WgpuTensor,
+    ) -> Result<(WgpuTensor, WgpuTensor)> {
+        let (dx, dgamma, _) = norm_bwd(x, gamma, None, rstd, dy)?;
+        Ok((dx, dgamma))
+    }
+    fn attention_fwd(
+        q: WgpuTensor,
+        k: WgpuTensor,
+        v: WgpuTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(WgpuTensor, WgpuTensor)> {
+        let g = AttnGeom::plain(&q, &k, &v, causal, scale)?;
+        g.forward(&q, &k, &v, None)
+    }
+    fn attention_bwd(
+        q: WgpuTensor,
+        k: WgpuTensor,
+        v: WgpuTensor,
+        _o: WgpuTensor,
+        lse: WgpuTensor,
+        dout: WgpuTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+        let g = AttnGeom::plain(&q, &k, &v, causal, scale)?;
+        let dev = &q.dev;
+        let (dq, dk, dv) =
+            (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
+        g.backward(&q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
+        let with_rows = |t: &WgpuTensor, rows: usize, w: usize| {
+            let mut s = t.shape[..t.shape.len() - 2].to_vec();
+            s.extend([rows, w]);
+            s
+        };
+        Ok((
+            dev.tensor(dq, q.shape.clone()),
+            dev.tensor(dk, with_rows(&k, g.sk, g.d)),
+            dev.tensor(dv, with_rows(&v, g.sk, g.dv)),
+        ))
+    }
+    fn self_attention_fwd(qkv: WgpuTensor, spec: &AttnSpec) -> Result<(WgpuTensor, WgpuTensor)> {
+        let (g, mask) = AttnGeom::packed(&qkv, spec)?;
+        g.forward(&qkv, &qkv, &qkv, mask.as_ref())
+    }
+    fn self_attention_bwd(
+        qkv: WgpuTensor,
+        _o: WgpuTensor,
+        lse: WgpuTensor,
+        dout: WgpuTensor,
+        spec: &AttnSpec,
+    ) -> Result<WgpuTensor> {
+        let (g, mask) = AttnGeom::packed(&qkv, spec)?;
+        let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
+        g.backward(&qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
+        Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
     }
     fn cross_entropy_fwd(logits: WgpuTensor, targets: WgpuIds) -> Result<(WgpuTensor, WgpuTensor)> {
         let (n, v) = (logits.shape[0], logits.shape[1]);
@@ -577,6 +636,258 @@ impl NnOps<Wgpu> for Wgpu {
     }
 }
 impl CellOps<Wgpu> for Wgpu {}
+
+/// Where the rows of one attention operand live: `[base, batch stride, head stride, row
+/// stride]` in elements (see `kernels/attn.wgsl`).
+type Layout = [usize; 4];
+
+/// The geometry of one attention call: `bh` heads (`b·H`), `Sq` queries, `Sk` keys, widths
+/// `D` (q, k) and `Dv` (v, o), and where q, k, v and o (= dout) rows live.
+struct AttnGeom {
+    packed: bool,
+    bh: usize,
+    heads: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+    causal: bool,
+    scale: f32,
+    q: Layout,
+    k: Layout,
+    v: Layout,
+    o: Layout,
+}
+
+impl AttnGeom {
+    /// Contiguous `q: [..., Sq, D]`, `k: [..., Sk, D]`, `v: [..., Sk, Dv]`.
+    fn plain(q: &WgpuTensor, k: &WgpuTensor, v: &WgpuTensor, causal: bool, scale: f32) -> Result<Self> {
+        let r = q.shape.len();
+        if r < 2 || k.shape.len() != r || v.shape.len() != r {
+            return Err(Error::InvalidArgument("attention needs q, k, v of one rank >= 2".into()));
+        }
+        let (sq, d, sk, dv) = (q.shape[r - 2], q.shape[r - 1], k.shape[r - 2], v.shape[r - 1]);
+        let bh = shape::numel(&q.shape[..r - 2]);
+        if sk == 0 && sq > 0 {
+            return Err(Error::InvalidArgument("attention needs at least one key".into()));
+        }
+        Ok(Self {
+            packed: false,
+            bh,
+            heads: 1,
+            sq,
+            sk,
+            d,
+            dv,
+            causal,
+            scale,
+            q: [0, sq * d, 0, d],
+            k: [0, sk * d, 0, d],
+            v: [0, sk * dv, 0, dv],
+            o: [0, sq * dv, 0, dv],
+        })
+    }
+
+    /// Packed `qkv: [B, S, 3, H, Dh]` with `o: [B, S, H, Dh]`, and the dropout mask of `spec`.
+    fn packed(qkv: &WgpuTensor, spec: &AttnSpec) -> Result<(Self, Option<WgpuTensor>)> {
+        let [b, s, three, h, dh] = qkv.shape[..] else {
+            return Err(Error::InvalidArgument(format!(
+                "self-attention needs qkv [B, S, 3, H, Dh], got {:?}",
+                qkv.shape
+            )));
+        };
+        if three != 3 {
+            return Err(Error::InvalidArgument(format!(
+                "self-attention needs qkv [B, S, 3, H, Dh], got {:?}",
+                qkv.shape
+            )));
+        }
+        let row = 3 * h * dh;
+        let mask = match &spec.dropout {
+            Some(dr) if dr.p > 0.0 => Some(attention_dropout_mask::<Wgpu>(dr, [b, h, s, s], &qkv.dev)?),
+            _ => None,
+        };
+        let g = Self {
+            packed: true,
+            bh: b * h,
+            heads: h,
+            sq: s,
+            sk: s,
+            d: dh,
+            dv: dh,
+            causal: spec.causal,
+            scale: spec.scale,
+            q: [0, s * row, dh, row],
+            k: [h * dh, s * row, dh, row],
+            v: [2 * h * dh, s * row, dh, row],
+            o: [0, s * h * dh, dh, h * dh],
+        };
+        Ok((g, mask))
+    }
+
+    fn params(&self, rows: usize, mask: bool) -> Result<Vec<u32>> {
+        let mut p = vec![
+            u32_of(rows, "rows")?,
+            u32_of(self.sq, "queries")?,
+            u32_of(self.sk, "keys")?,
+            u32_of(self.d, "width")?,
+            u32_of(self.heads, "heads")?,
+            self.causal as u32,
+            self.scale.to_bits(),
+            mask as u32,
+        ];
+        for l in [&self.q, &self.k, &self.v, &self.o] {
+            for &x in l {
+                p.push(u32_of(x, "offset")?);
+            }
+        }
+        p.push(u32_of(self.dv, "width")?);
+        Ok(p)
+    }
+
+    /// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        dev: &WgpuDevice,
+        a: &PoolBuf,
+        a_off: usize,
+        trans: bool,
+        x: (&PoolBuf, &Layout),
+        out: (&PoolBuf, &Layout),
+        width: usize,
+    ) -> Result<()> {
+        let rows = if trans { self.sk } else { self.sq };
+        let total = self.bh * rows * width;
+        let mut p = vec![
+            u32_of(total, "elements")?,
+            u32_of(rows, "rows")?,
+            u32_of(width, "width")?,
+            u32_of(self.heads, "heads")?,
+            trans as u32,
+            u32_of(self.sq, "queries")?,
+            u32_of(self.sk, "keys")?,
+            u32_of(a_off, "offset")?,
+        ];
+        for &v in x.1.iter().chain(out.1.iter()) {
+            p.push(u32_of(v, "offset")?);
+        }
+        let p = dev.params(&p)?;
+        dev.ctx.launch("attention_apply", ATTENTION_APPLY, &[&a.buf, &x.0.buf, &out.0.buf, &p.buf], groups(total)?)
+    }
+
+    /// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
+    fn forward(
+        &self,
+        q: &WgpuTensor,
+        k: &WgpuTensor,
+        v: &WgpuTensor,
+        mask: Option<&WgpuTensor>,
+    ) -> Result<(WgpuTensor, WgpuTensor)> {
+        let dev = &q.dev;
+        let rows = self.bh * self.sq;
+        let (o, lse) = (dev.alloc(rows * self.dv)?, dev.alloc(rows)?);
+        if rows > 0 && self.dv > 0 {
+            let pr = dev.alloc(rows * self.sk)?;
+            let p = dev.params(&self.params(rows, mask.is_some())?)?;
+            let m = mask.map_or(&q.buf.buf, |m| &m.buf.buf); // not read without dropout
+            let bufs = [&q.buf.buf, &k.buf.buf, m, &pr.buf, &lse.buf, &p.buf];
+            dev.ctx.launch("attention", ATTENTION, &bufs, u32_of(rows, "rows")?)?;
+            self.apply(dev, &pr, 0, false, (&v.buf, &self.v), (&o, &self.o), self.dv)?;
+        }
+        let (o_shape, lse_shape) = if !self.packed {
+            let mut s = q.shape[..q.shape.len() - 1].to_vec();
+            s.push(self.dv);
+            let mut l = q.shape[..q.shape.len() - 1].to_vec();
+            l.push(1);
+            (s, l)
+        } else {
+            let b = self.bh / self.heads;
+            (vec![b, self.sq, self.heads, self.dv], vec![b, self.heads, self.sq, 1])
+        };
+        Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
+    }
+
+    /// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one buffer thrice for packed).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        q: &WgpuTensor,
+        k: &WgpuTensor,
+        v: &WgpuTensor,
+        lse: &WgpuTensor,
+        dout: &WgpuTensor,
+        mask: Option<&WgpuTensor>,
+        out: [&PoolBuf; 3],
+    ) -> Result<()> {
+        let dev = &q.dev;
+        let rows = self.bh * self.sq;
+        if rows == 0 || self.sk == 0 {
+            return Ok(());
+        }
+        let n = rows * self.sk;
+        let pd = dev.alloc(2 * n)?;
+        let p = dev.params(&self.params(rows, mask.is_some())?)?;
+        let m = mask.map_or(&q.buf.buf, |m| &m.buf.buf); // not read without dropout
+        let bufs = [&q.buf.buf, &k.buf.buf, &v.buf.buf, &dout.buf.buf, &lse.buf.buf, m, &pd.buf, &p.buf];
+        dev.ctx.launch("attention_bwd", ATTENTION_BWD, &bufs, u32_of(rows, "rows")?)?;
+        if self.dv > 0 {
+            self.apply(dev, &pd, 0, true, (&dout.buf, &self.o), (out[2], &self.v), self.dv)?;
+        }
+        if self.d > 0 {
+            self.apply(dev, &pd, n, false, (&k.buf, &self.k), (out[0], &self.q), self.d)?;
+            self.apply(dev, &pd, n, true, (&q.buf, &self.q), (out[1], &self.k), self.d)?;
+        }
+        Ok(())
+    }
+}
+
+/// LayerNorm (`beta` given) or RMSNorm (`beta` absent: no centring, no shift) forward over
+/// the last axis, one workgroup per row: returns `(y, mean, rstd)` (`mean` is zero-filled
+/// storage for RMSNorm and not meaningful).
+fn norm_fwd(
+    x: WgpuTensor,
+    gamma: WgpuTensor,
+    beta: Option<WgpuTensor>,
+    eps: f32,
+) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+    let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
+    let n = shape::numel(&x.shape);
+    let rows = n.checked_div(d).unwrap_or(0);
+    let dev = &x.dev;
+    let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
+    let rms = beta.is_none();
+    let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits(), rms as u32])?;
+    let beta_buf = beta.as_ref().map_or(&gamma.buf.buf, |b| &b.buf.buf); // not read for RMSNorm
+    let bufs = [&x.buf.buf, &gamma.buf.buf, beta_buf, &y.buf, &mean.buf, &rstd.buf, &p.buf];
+    dev.ctx.launch("layer_norm", LAYER_NORM, &bufs, u32_of(rows, "rows")?)?;
+    let mut stat_shape = x.shape.clone();
+    *stat_shape.last_mut().expect("rank >= 1") = 1;
+    Ok((dev.tensor(y, x.shape.clone()), dev.tensor(mean, stat_shape.clone()), dev.tensor(rstd, stat_shape)))
+}
+
+/// Backward of [`norm_fwd`]: `(dx, dgamma, dbeta)` (`dbeta` not meaningful for RMSNorm,
+/// selected by `mean` being absent).
+fn norm_bwd(
+    x: WgpuTensor,
+    gamma: WgpuTensor,
+    mean: Option<WgpuTensor>,
+    rstd: WgpuTensor,
+    dy: WgpuTensor,
+) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
+    let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
+    let n = shape::numel(&x.shape);
+    let rows = n.checked_div(d).unwrap_or(0);
+    let dev = &x.dev;
+    let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
+    let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?, mean.is_none() as u32])?;
+    let mean_buf = mean.as_ref().map_or(&rstd.buf.buf, |m| &m.buf.buf); // not read for RMSNorm
+    let bufs = [&x.buf.buf, &gamma.buf.buf, mean_buf, &rstd.buf.buf, &dy.buf.buf, &dx.buf, &p.buf];
+    dev.ctx.launch("layer_norm_bwd", LAYER_NORM_BWD, &bufs, u32_of(rows, "rows")?)?;
+    let bufs = [&x.buf.buf, mean_buf, &rstd.buf.buf, &dy.buf.buf, &dgamma.buf, &dbeta.buf, &p.buf];
+    dev.ctx.launch("layer_norm_params", LAYER_NORM_PARAMS, &bufs, groups(d)?)?;
+    Ok((dev.tensor(dx, x.shape.clone()), dev.tensor(dgamma, vec![d]), dev.tensor(dbeta, vec![d])))
+}
 
 #[cfg(test)]
 mod tests {
