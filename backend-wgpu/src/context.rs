@@ -245,6 +245,24 @@ impl Context {
         Ok(out)
     }
 
+    /// Copies `words` f32/u32 words from `src[src_at..]` to `dst[dst_at..]` (no kernel).
+    pub(crate) fn copy_words(
+        &self,
+        src: &wgpu::Buffer,
+        src_at: usize,
+        dst: &wgpu::Buffer,
+        dst_at: usize,
+        words: usize,
+    ) -> Result<()> {
+        if words == 0 {
+            return Ok(());
+        }
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy") });
+        enc.copy_buffer_to_buffer(src, 4 * src_at as u64, dst, 4 * dst_at as u64, 4 * words as u64);
+        self.queue.submit([enc.finish()]);
+        self.check()
+    }
+
     /// Waits until the queue is idle.
     pub(crate) fn sync(&self) -> Result<()> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Backend(format!("wgpu poll: {e}")))?;

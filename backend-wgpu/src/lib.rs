@@ -16,7 +16,7 @@
 use protocell_core::backend::{
     attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
 };
-use protocell_core::cell::CellOps;
+use protocell_core::cell::{CellMode, CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::{bernoulli_threshold, RngKey};
 use protocell_core::shape;
@@ -56,6 +56,8 @@ const ATTENTION_BWD: &str = concat!(
     include_str!("../kernels/attn.wgsl"),
     include_str!("../kernels/attention_bwd.wgsl")
 );
+const COLONY_FWD: &str = concat!(include_str!("../kernels/colony.wgsl"), include_str!("../kernels/colony_fwd.wgsl"));
+const COLONY_BWD: &str = concat!(include_str!("../kernels/colony.wgsl"), include_str!("../kernels/colony_bwd.wgsl"));
 const ATTENTION_APPLY: &str =
     concat!(include_str!("../kernels/attn.wgsl"), include_str!("../kernels/attention_apply.wgsl"));
 
@@ -635,7 +637,137 @@ impl NnOps<Wgpu> for Wgpu {
         Ok((dev.tensor(wo, s.clone()), dev.tensor(mo, s.clone()), dev.tensor(vo, s)))
     }
 }
-impl CellOps<Wgpu> for Wgpu {}
+/// The colony update as two kernels (`kernels/colony*.wgsl`), one invocation per token, the
+/// equations of `protocell_core::cell::scalar` line by line; the backward pass recomputes each
+/// token's trajectory, as the CPU kernel does.
+impl CellOps<Wgpu> for Wgpu {
+    fn colony_fwd(
+        h0: WgpuTensor,
+        w0: WgpuTensor,
+        stim: WgpuTensor,
+        coeffs: WgpuTensor,
+        spec: &ColonySpec,
+    ) -> Result<ColonyOut<Wgpu>> {
+        let c = ColonyCall::new(&h0, &w0, &stim, &coeffs, spec)?;
+        let dev = &h0.dev;
+        let (t, n) = (c.t, c.n);
+        let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
+        if t > 0 && n > 0 {
+            let stride = c.stride_fwd();
+            let work = dev.alloc(t * stride)?;
+            let p = dev.params(&c.params(stride)?)?;
+            let bufs = [&h0.buf.buf, &w0.buf.buf, &c.sc.buf, &h.buf, &w.buf, &alive.buf, &work.buf, &p.buf];
+            dev.ctx.launch("colony_fwd", COLONY_FWD, &bufs, groups(t)?)?;
+        }
+        Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
+    }
+    fn colony_bwd(
+        h0: WgpuTensor,
+        w0: WgpuTensor,
+        stim: WgpuTensor,
+        coeffs: WgpuTensor,
+        spec: &ColonySpec,
+        dh: WgpuTensor,
+        dw: WgpuTensor,
+    ) -> Result<ColonyGrads<Wgpu>> {
+        let c = ColonyCall::new(&h0, &w0, &stim, &coeffs, spec)?;
+        if dh.shape != h0.shape || dw.shape != w0.shape {
+            return Err(Error::InvalidArgument(format!(
+                "colony_bwd: gradients {:?}, {:?} do not match the states {:?}, {:?}",
+                dh.shape, dw.shape, h0.shape, w0.shape
+            )));
+        }
+        let dev = &h0.dev;
+        let (t, n) = (c.t, c.n);
+        if t == 0 || n == 0 {
+            let z = |s: &[usize]| Self::full(0.0, s, dev);
+            return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
+        }
+        let parts = [t * 4 * n, t * n * n, t * n, t * N_COEFFS];
+        let gout = dev.alloc(parts.iter().sum())?;
+        let stride = c.stride_fwd() + 20 * n + 2 * n * n + n;
+        let work = dev.alloc(t * stride)?;
+        let p = dev.params(&c.params(stride)?)?;
+        let bufs = [&h0.buf.buf, &w0.buf.buf, &c.sc.buf, &dh.buf.buf, &dw.buf.buf, &gout.buf, &work.buf, &p.buf];
+        dev.ctx.launch("colony_bwd", COLONY_BWD, &bufs, groups(t)?)?;
+        let mut at = 0;
+        let mut split = Vec::with_capacity(4);
+        for &len in &parts {
+            let b = dev.alloc(len)?;
+            dev.ctx.copy_words(&gout.buf, at, &b.buf, 0, len)?;
+            split.push(b);
+            at += len;
+        }
+        let [gh, gw, gs, gc]: [Arc<PoolBuf>; 4] =
+            split.try_into().map_err(|_| Error::Backend("colony split".into()))?;
+        let gc = Self::reshape(Self::reduce(Reduce::Sum, dev.tensor(gc, vec![t, N_COEFFS]), 0)?, &[N_COEFFS])?;
+        let (gh, gw, gs) = (dev.tensor(gh, vec![t, n, 4]), dev.tensor(gw, vec![t, n, n]), dev.tensor(gs, vec![t, n]));
+        Ok((gh, gw, gs, gc))
+    }
+}
+
+/// Shapes, constants and the packed `[coefficients | stimulus]` buffer of one colony call.
+struct ColonyCall {
+    t: usize,
+    n: usize,
+    spec: ColonySpec,
+    sc: Arc<PoolBuf>,
+}
+
+impl ColonyCall {
+    fn new(
+        h0: &WgpuTensor,
+        w0: &WgpuTensor,
+        stim: &WgpuTensor,
+        coeffs: &WgpuTensor,
+        spec: &ColonySpec,
+    ) -> Result<Self> {
+        spec.validate()?;
+        let [t, n, 4] = h0.shape[..] else {
+            return Err(Error::InvalidArgument(format!("colony: h0 must be [T, N, 4], got {:?}", h0.shape)));
+        };
+        if w0.shape != [t, n, n] || stim.shape != [t, n] || coeffs.shape != [N_COEFFS] {
+            return Err(Error::InvalidArgument(format!(
+                "colony: expected w0 [{t}, {n}, {n}], stim [{t}, {n}], coeffs [{N_COEFFS}]; got {:?}, {:?}, {:?}",
+                w0.shape, stim.shape, coeffs.shape
+            )));
+        }
+        let dev = &h0.dev;
+        let sc = dev.alloc(N_COEFFS + t * n)?;
+        dev.ctx.copy_words(&coeffs.buf.buf, 0, &sc.buf, 0, N_COEFFS)?;
+        dev.ctx.copy_words(&stim.buf.buf, 0, &sc.buf, N_COEFFS, t * n)?;
+        Ok(Self { t, n, spec: *spec, sc })
+    }
+
+    /// Floats of one token's forward trajectory and scratch (see `kernels/colony.wgsl`).
+    fn stride_fwd(&self) -> usize {
+        let n = self.n;
+        (self.spec.steps + 1) * (5 * n + n * n) + 10 * n
+    }
+
+    fn params(&self, stride: usize) -> Result<Vec<u32>> {
+        let s = &self.spec;
+        let mode = match s.mode {
+            CellMode::AsCoded => 0,
+            CellMode::AsDescribed => 1,
+            CellMode::Sound => 2,
+        };
+        let (rate, threshold) = s.pruning.map_or((0.0f32, 0.0f32), |p| (p.rate, p.threshold));
+        Ok(vec![
+            u32_of(self.t, "tokens")?,
+            u32_of(self.n, "blocks")?,
+            u32_of(s.steps, "steps")?,
+            mode,
+            s.dt.to_bits(),
+            s.row_eps.to_bits(),
+            s.sharpness.to_bits(),
+            s.pruning.is_some() as u32,
+            rate.to_bits(),
+            threshold.to_bits(),
+            u32_of(stride, "stride")?,
+        ])
+    }
+}
 
 /// Where the rows of one attention operand live: `[base, batch stride, head stride, row
 /// stride]` in elements (see `kernels/attn.wgsl`).
