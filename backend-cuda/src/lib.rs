@@ -1,10 +1,1077 @@
 //! # protocell-cuda
 //!
-//! The CUDA backend of protocell: cudarc with dynamic loading (no CUDA toolkit needed to
-//! build), CUDA C kernels compiled at run time by NVRTC, cuBLAS for matrix products and a
-//! caching allocator.
+//! The CUDA backend of protocell: cudarc with dynamic loading (building needs no CUDA
+//! toolkit), CUDA C kernels (`backend-cuda/kernels/`) compiled at run time by NVRTC for the
+//! device's compute capability (once per device per process), cuBLAS for matrix products
+//! (a tiled kernel when cuBLAS is not installed) and a caching allocator (buffers pooled by
+//! size class: no `cuMemAlloc` per op in steady state).
 //!
-//! This crate is part of the workspace build from the start so that its dependency
-//! direction (`core` ← backends) is fixed; its kernels are the subject of the CUDA backend
-//! work item. Until they land, `protocell --backend cuda` reports "CUDA unavailable" with a
-//! clear error.
+//! Fused kernels: softmax, LayerNorm and RMSNorm forward/backward, cross-entropy forward and
+//! backward, AdamW, attention (plain and packed, causal, dropout) forward/backward and the
+//! colony update forward/backward; they mirror protocell-wgpu's WGSL kernels.
+//!
+//! No CUDA on the machine (no driver library, no device, no NVRTC) is an `Err` starting with
+//! "CUDA unavailable", never a panic: the libraries are probed before any driver call.
+//! NVRTC and cuBLAS are found through the loader's path or in `PROTOCELL_CUDA_LIB_DIR`,
+//! `$CUDA_PATH/lib64`, `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`.
+use protocell_core::backend::{
+    attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
+};
+use protocell_core::cell::{CellMode, CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use protocell_core::error::{Error, Result};
+use protocell_core::rng::{bernoulli_threshold, RngKey};
+use protocell_core::shape;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+mod context;
+
+use context::PoolBuf;
+pub use context::{compile, driver_present, nvrtc_present, Context, KERNELS, SOURCE};
+
+/// Threads per block of the elementwise kernels.
+const BLOCK: u32 = 256;
+/// Threads per block of the row kernels (`ROW_THREADS` in `kernels/prelude.cuh`).
+const ROW: u32 = 128;
+
+/// The CUDA backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cuda;
+
+/// A CUDA device (cheap to clone; one context per device per process).
+#[derive(Clone)]
+pub struct CudaDevice {
+    ctx: Arc<Context>,
+}
+
+impl std::fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaDevice({})", self.ctx.info)
+    }
+}
+
+impl PartialEq for CudaDevice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.ctx, &other.ctx)
+    }
+}
+
+impl CudaDevice {
+    /// Device `ordinal`, opened once per process and shared. Without CUDA: an `Err` starting
+    /// with "CUDA unavailable".
+    pub fn new(ordinal: usize) -> Result<Self> {
+        static OPEN: OnceLock<Mutex<HashMap<usize, Arc<Context>>>> = OnceLock::new();
+        let mut open = OPEN.get_or_init(Default::default).lock().map_err(|_| Error::Backend("cuda registry".into()))?;
+        if let Some(ctx) = open.get(&ordinal) {
+            return Ok(Self { ctx: ctx.clone() });
+        }
+        let ctx = Context::new(ordinal)?;
+        open.insert(ordinal, ctx.clone());
+        Ok(Self { ctx })
+    }
+
+    /// Device description.
+    pub fn info(&self) -> &str {
+        &self.ctx.info
+    }
+
+    /// Returns the pool's unused blocks to the driver.
+    pub fn trim(&self) {
+        self.ctx.trim();
+    }
+
+    fn alloc(&self, n: usize) -> Result<Arc<PoolBuf>> {
+        self.ctx.alloc(4 * n)
+    }
+    fn tensor(&self, buf: Arc<PoolBuf>, shape: Vec<usize>) -> CudaTensor {
+        CudaTensor { buf, shape, dev: self.clone() }
+    }
+    /// An elementwise launch over `n` threads.
+    fn launch_n(&self, name: &'static str, ptrs: &[u64], p: &[u32], n: usize) -> Result<()> {
+        self.ctx.launch(name, ptrs, p, (blocks(n)?, 1, 1), (BLOCK, 1, 1))
+    }
+    /// A row launch: one block of [`ROW`] threads per row.
+    fn launch_rows(&self, name: &'static str, ptrs: &[u64], p: &[u32], rows: usize) -> Result<()> {
+        self.ctx.launch(name, ptrs, p, (u32_of(rows, "rows")?, 1, 1), (ROW, 1, 1))
+    }
+
+    /// The strided copy kernel: every index of `shape` from `src` to `dst`.
+    fn copy(&self, shape: &[usize], src: View, dst: View) -> Result<()> {
+        let n = shape::numel(shape);
+        if n == 0 {
+            return Ok(());
+        }
+        let mut p =
+            vec![u32_of(n, "elements")?, shape.len() as u32, u32_of(src.base, "offset")?, u32_of(dst.base, "offset")?];
+        for v in shape.iter().chain(src.strides).chain(dst.strides) {
+            p.push(u32_of(*v, "stride")?);
+        }
+        self.launch_n("copy", &[src.ptr, dst.ptr], &p, n)
+    }
+}
+
+/// A strided view: element `j` of a logical shape is at `base + Σ jₖ·strides[k]`.
+struct View<'a> {
+    ptr: u64,
+    base: usize,
+    strides: &'a [usize],
+}
+
+/// An f32 tensor in a pooled device buffer (row-major, contiguous).
+#[derive(Clone)]
+pub struct CudaTensor {
+    buf: Arc<PoolBuf>,
+    shape: Vec<usize>,
+    dev: CudaDevice,
+}
+
+impl CudaTensor {
+    fn ptr(&self) -> u64 {
+        self.buf.ptr()
+    }
+}
+
+impl std::fmt::Debug for CudaTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaTensor{:?}", self.shape)
+    }
+}
+
+/// Token ids on the device, with a host copy for range checks and the scatter index.
+#[derive(Clone)]
+pub struct CudaIds {
+    buf: Arc<PoolBuf>,
+    host: Arc<Vec<u32>>,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for CudaIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CudaIds{:?}", self.shape)
+    }
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what} {n} exceeds the CUDA backend's 2³² limit")))
+}
+
+fn blocks(n: usize) -> Result<u32> {
+    Ok(u32_of(n, "element count")?.div_ceil(BLOCK))
+}
+
+fn unary_code(op: Unary) -> (u32, f32, f32) {
+    match op {
+        Unary::Neg => (0, 0.0, 0.0),
+        Unary::Exp => (1, 0.0, 0.0),
+        Unary::Log => (2, 0.0, 0.0),
+        Unary::Sqrt => (3, 0.0, 0.0),
+        Unary::Rsqrt => (4, 0.0, 0.0),
+        Unary::Recip => (5, 0.0, 0.0),
+        Unary::Abs => (6, 0.0, 0.0),
+        Unary::Square => (7, 0.0, 0.0),
+        Unary::Tanh => (8, 0.0, 0.0),
+        Unary::Sigmoid => (9, 0.0, 0.0),
+        Unary::Erf => (10, 0.0, 0.0),
+        Unary::Relu => (11, 0.0, 0.0),
+        Unary::Gelu => (12, 0.0, 0.0),
+        Unary::Silu => (13, 0.0, 0.0),
+        Unary::Softplus => (14, 0.0, 0.0),
+        Unary::Sin => (15, 0.0, 0.0),
+        Unary::Cos => (16, 0.0, 0.0),
+        Unary::Affine { mul, add } => (17, mul, add),
+        Unary::Powf(e) => (18, e, 0.0),
+        Unary::Clamp { min, max } => (19, min, max),
+    }
+}
+
+fn binary_code(op: Binary) -> u32 {
+    match op {
+        Binary::Add => 0,
+        Binary::Sub => 1,
+        Binary::Mul => 2,
+        Binary::Div => 3,
+        Binary::Max => 4,
+        Binary::Min => 5,
+        Binary::Pow => 6,
+        Binary::Gt => 7,
+        Binary::Ge => 8,
+        Binary::Eq => 9,
+    }
+}
+
+/// Strides of `from` broadcast to `to` (right-aligned; 0 on broadcast axes).
+fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
+    let s = shape::strides(from);
+    let pad = to.len() - from.len();
+    (0..to.len()).map(|i| if i < pad || from[i - pad] == 1 { 0 } else { s[i - pad] }).collect()
+}
+
+fn check_ids(op: &str, ids: &[u32], rows: usize) -> Result<()> {
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= rows) {
+        return Err(Error::InvalidArgument(format!("{op}: id {bad} out of range for {rows} rows")));
+    }
+    Ok(())
+}
+
+impl Backend for Cuda {
+    type Device = CudaDevice;
+    type Tensor = CudaTensor;
+    type Ids = CudaIds;
+
+    fn name() -> String {
+        "cuda".into()
+    }
+    fn sync(dev: &CudaDevice) -> Result<()> {
+        dev.ctx.sync()
+    }
+    fn memory_stats(dev: &CudaDevice) -> Option<MemoryStats> {
+        Some(dev.ctx.memory_stats())
+    }
+    fn shape(t: &CudaTensor) -> &[usize] {
+        &t.shape
+    }
+    fn device(t: &CudaTensor) -> CudaDevice {
+        t.dev.clone()
+    }
+    fn ids_shape(t: &CudaIds) -> &[usize] {
+        &t.shape
+    }
+
+    fn from_f32(data: &[f32], shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
+        if data.len() != shape::numel(shape) {
+            return Err(Error::Shape { op: "from_f32", msg: format!("{} values for {shape:?}", data.len()) });
+        }
+        Ok(dev.tensor(dev.ctx.upload(data)?, shape.to_vec()))
+    }
+    fn full(value: f32, shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
+        let n = shape::checked_numel(shape)?;
+        let out = dev.alloc(n)?;
+        dev.launch_n("fill", &[out.ptr()], &[u32_of(n, "elements")?, value.to_bits()], n)?;
+        Ok(dev.tensor(out, shape.to_vec()))
+    }
+    fn random(dist: Dist, key: RngKey, shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
+        let n = shape::checked_numel(shape)?;
+        let (code, a, b) = match dist {
+            Dist::Uniform { lo, hi } => (0u32, lo.to_bits(), hi.to_bits()),
+            Dist::Bernoulli { p } => (1, bernoulli_threshold(p), 0),
+            Dist::Normal { mean, std } => (2, mean.to_bits(), std.to_bits()),
+        };
+        let out = dev.alloc(n)?;
+        let p = [
+            u32_of(n, "elements")?,
+            code,
+            a,
+            b,
+            key.seed as u32,
+            (key.seed >> 32) as u32,
+            key.offset as u32,
+            (key.offset >> 32) as u32,
+        ];
+        dev.launch_n("random", &[out.ptr()], &p, n)?;
+        Ok(dev.tensor(out, shape.to_vec()))
+    }
+    fn to_f32(t: CudaTensor) -> Result<Vec<f32>> {
+        t.dev.ctx.read(&t.buf, shape::numel(&t.shape))
+    }
+    fn ids_from_u32(data: &[u32], shape: &[usize], dev: &CudaDevice) -> Result<CudaIds> {
+        if data.len() != shape::numel(shape) {
+            return Err(Error::Shape { op: "ids_from_u32", msg: format!("{} values for {shape:?}", data.len()) });
+        }
+        Ok(CudaIds { buf: dev.ctx.upload(data)?, host: Arc::new(data.to_vec()), shape: shape.to_vec() })
+    }
+    fn ids_to_u32(t: CudaIds) -> Result<Vec<u32>> {
+        Ok(Arc::try_unwrap(t.host).unwrap_or_else(|a| a.as_ref().clone()))
+    }
+    fn ids_reshape(t: CudaIds, shape: &[usize]) -> Result<CudaIds> {
+        Ok(CudaIds { shape: shape.to_vec(), ..t })
+    }
+
+    fn reshape(x: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        Ok(CudaTensor { shape: shape.to_vec(), ..x })
+    }
+    fn permute(x: CudaTensor, axes: &[usize]) -> Result<CudaTensor> {
+        let s = shape::strides(&x.shape);
+        let out_shape: Vec<usize> = axes.iter().map(|&a| x.shape[a]).collect();
+        let src_strides: Vec<usize> = axes.iter().map(|&a| s[a]).collect();
+        let out = x.dev.alloc(shape::numel(&out_shape))?;
+        let ds = shape::strides(&out_shape);
+        let src = View { ptr: x.ptr(), base: 0, strides: &src_strides };
+        x.dev.copy(&out_shape, src, View { ptr: out.ptr(), base: 0, strides: &ds })?;
+        Ok(x.dev.tensor(out, out_shape))
+    }
+    fn narrow(x: CudaTensor, axis: usize, start: usize, len: usize) -> Result<CudaTensor> {
+        let s = shape::strides(&x.shape);
+        let mut out_shape = x.shape.clone();
+        out_shape[axis] = len;
+        let out = x.dev.alloc(shape::numel(&out_shape))?;
+        let ds = shape::strides(&out_shape);
+        let src = View { ptr: x.ptr(), base: start * s[axis], strides: &s };
+        x.dev.copy(&out_shape, src, View { ptr: out.ptr(), base: 0, strides: &ds })?;
+        Ok(x.dev.tensor(out, out_shape))
+    }
+    fn concat(xs: Vec<CudaTensor>, axis: usize) -> Result<CudaTensor> {
+        let first = xs.first().ok_or_else(|| Error::InvalidArgument("concat of no tensors".into()))?;
+        let dev = first.dev.clone();
+        let mut out_shape = first.shape.clone();
+        out_shape[axis] = xs.iter().map(|x| x.shape[axis]).sum();
+        let ds = shape::strides(&out_shape);
+        let out = dev.alloc(shape::numel(&out_shape))?;
+        let mut at = 0;
+        for x in &xs {
+            let xs = shape::strides(&x.shape);
+            let src = View { ptr: x.ptr(), base: 0, strides: &xs };
+            dev.copy(&x.shape, src, View { ptr: out.ptr(), base: at * ds[axis], strides: &ds })?;
+            at += x.shape[axis];
+        }
+        Ok(dev.tensor(out, out_shape))
+    }
+    fn expand(x: CudaTensor, to: &[usize]) -> Result<CudaTensor> {
+        let src_strides = broadcast_strides(&x.shape, to);
+        let out = x.dev.alloc(shape::numel(to))?;
+        let ds = shape::strides(to);
+        let src = View { ptr: x.ptr(), base: 0, strides: &src_strides };
+        x.dev.copy(to, src, View { ptr: out.ptr(), base: 0, strides: &ds })?;
+        Ok(x.dev.tensor(out, to.to_vec()))
+    }
+    fn pad(x: CudaTensor, axis: usize, before: usize, after: usize) -> Result<CudaTensor> {
+        let mut out_shape = x.shape.clone();
+        out_shape[axis] += before + after;
+        let out = Self::full(0.0, &out_shape, &x.dev)?;
+        let ds = shape::strides(&out_shape);
+        let xs = shape::strides(&x.shape);
+        let src = View { ptr: x.ptr(), base: 0, strides: &xs };
+        x.dev.copy(&x.shape, src, View { ptr: out.ptr(), base: before * ds[axis], strides: &ds })?;
+        Ok(out)
+    }
+
+    fn unary(op: Unary, x: CudaTensor) -> Result<CudaTensor> {
+        let n = shape::numel(&x.shape);
+        let (code, a, b) = unary_code(op);
+        let out = x.dev.alloc(n)?;
+        x.dev.launch_n("unary", &[x.ptr(), out.ptr()], &[u32_of(n, "elements")?, code, a.to_bits(), b.to_bits()], n)?;
+        Ok(x.dev.tensor(out, x.shape))
+    }
+    fn binary(op: Binary, a: CudaTensor, b: CudaTensor) -> Result<CudaTensor> {
+        let out_shape = shape::broadcast_shapes("binary", &a.shape, &b.shape)?;
+        let n = shape::numel(&out_shape);
+        let mut p = vec![u32_of(n, "elements")?, binary_code(op), out_shape.len() as u32];
+        for v in out_shape
+            .iter()
+            .copied()
+            .chain(broadcast_strides(&a.shape, &out_shape))
+            .chain(broadcast_strides(&b.shape, &out_shape))
+        {
+            p.push(u32_of(v, "stride")?);
+        }
+        let out = a.dev.alloc(n)?;
+        a.dev.launch_n("binary", &[a.ptr(), b.ptr(), out.ptr()], &p, n)?;
+        Ok(a.dev.tensor(out, out_shape))
+    }
+    fn reduce(op: Reduce, x: CudaTensor, axis: usize) -> Result<CudaTensor> {
+        let n = x.shape[axis];
+        let inner: usize = x.shape[axis + 1..].iter().product();
+        let outer: usize = x.shape[..axis].iter().product();
+        let mut out_shape = x.shape.clone();
+        out_shape[axis] = 1;
+        if n == 0 {
+            let v = match op {
+                Reduce::Sum => 0.0,
+                Reduce::Mean => f32::NAN,
+                Reduce::Max => f32::NEG_INFINITY,
+                Reduce::Min => f32::INFINITY,
+            };
+            return Self::full(v, &out_shape, &x.dev);
+        }
+        let code = match op {
+            Reduce::Sum => 0,
+            Reduce::Mean => 1,
+            Reduce::Max => 2,
+            Reduce::Min => 3,
+        };
+        let m = outer * inner;
+        let out = x.dev.alloc(m)?;
+        let p = [u32_of(m, "elements")?, u32_of(n, "axis")?, u32_of(inner.max(1), "inner")?, code];
+        x.dev.launch_rows("reduce", &[x.ptr(), out.ptr()], &p, m)?;
+        Ok(x.dev.tensor(out, out_shape))
+    }
+    fn matmul(a: CudaTensor, b: CudaTensor, ta: bool, tb: bool) -> Result<CudaTensor> {
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        let (m, k) = if ta { (a.shape[ra - 1], a.shape[ra - 2]) } else { (a.shape[ra - 2], a.shape[ra - 1]) };
+        let n = if tb { b.shape[rb - 2] } else { b.shape[rb - 1] };
+        let batch_dims: Vec<usize> = if ra >= rb { a.shape[..ra - 2].to_vec() } else { b.shape[..rb - 2].to_vec() };
+        let batch: usize = batch_dims.iter().product();
+        let a_stride = if ra > 2 { m * k } else { 0 };
+        let b_stride = if rb > 2 { k * n } else { 0 };
+        let mut out_shape = batch_dims;
+        out_shape.extend([m, n]);
+        let total = batch * m * n;
+        let out = a.dev.alloc(total)?;
+        if total == 0 {
+            return Ok(a.dev.tensor(out, out_shape));
+        }
+        if k == 0 {
+            return Self::full(0.0, &out_shape, &a.dev);
+        }
+        let ctx = &a.dev.ctx;
+        if let Some(blas) = &ctx.blas {
+            gemm(ctx, blas, &a, &b, &out, Gemm { batch, m, n, k, ta, tb, a_stride, b_stride })?;
+        } else {
+            let p = [
+                u32_of(batch, "batch")?,
+                u32_of(m, "m")?,
+                u32_of(n, "n")?,
+                u32_of(k, "k")?,
+                ta as u32,
+                tb as u32,
+                u32_of(a_stride, "stride")?,
+                u32_of(b_stride, "stride")?,
+            ];
+            let grid = (u32_of(n.div_ceil(16), "tiles")?, u32_of(m.div_ceil(16), "tiles")?, u32_of(batch, "batch")?);
+            ctx.launch("matmul", &[a.ptr(), b.ptr(), out.ptr()], &p, grid, (16, 16, 1))?;
+        }
+        Ok(a.dev.tensor(out, out_shape))
+    }
+    fn gather_rows(table: CudaTensor, ids: CudaIds) -> Result<CudaTensor> {
+        let (rows, d) = (table.shape[0], table.shape[1]);
+        check_ids("gather_rows", &ids.host, rows)?;
+        let n = ids.host.len() * d;
+        let out = table.dev.alloc(n)?;
+        let p = [u32_of(n, "elements")?, u32_of(d.max(1), "width")?];
+        table.dev.launch_n("gather", &[table.ptr(), ids.buf.ptr(), out.ptr()], &p, n)?;
+        let mut shape = ids.shape.clone();
+        shape.push(d);
+        Ok(table.dev.tensor(out, shape))
+    }
+    fn softmax(x: CudaTensor) -> Result<CudaTensor> {
+        let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("softmax needs rank >= 1".into()))?;
+        let n = shape::numel(&x.shape);
+        let out = x.dev.alloc(n)?;
+        if n > 0 {
+            let rows = n / d;
+            x.dev.launch_rows("softmax", &[x.ptr(), out.ptr()], &[u32_of(rows, "rows")?, u32_of(d, "width")?], rows)?;
+        }
+        Ok(x.dev.tensor(out, x.shape))
+    }
+    fn scatter_add_rows(src: CudaTensor, ids: CudaIds, rows: usize) -> Result<CudaTensor> {
+        let d = *src.shape.last().unwrap_or(&1);
+        check_ids("scatter_add_rows", &ids.host, rows)?;
+        // CSR of positions by id, increasing within each id: the CPU's summation order
+        let mut starts = vec![0u32; rows + 1];
+        for &i in ids.host.iter() {
+            starts[i as usize + 1] += 1;
+        }
+        for r in 0..rows {
+            starts[r + 1] += starts[r];
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; ids.host.len()];
+        for (pos, &i) in ids.host.iter().enumerate() {
+            order[fill[i as usize] as usize] = pos as u32;
+            fill[i as usize] += 1;
+        }
+        let n = rows * d;
+        let dev = &src.dev;
+        let out = dev.alloc(n)?;
+        let sb = dev.ctx.upload(&starts)?;
+        let ob = dev.ctx.upload(&order)?;
+        let p = [u32_of(n, "elements")?, u32_of(d.max(1), "width")?];
+        dev.launch_n("scatter", &[src.ptr(), sb.ptr(), ob.ptr(), out.ptr()], &p, n)?;
+        Ok(dev.tensor(out, vec![rows, d]))
+    }
+}
+
+/// One batched product `C[b] = op(A[b])·op(B[b])` (row-major; batch stride 0 shares a matrix).
+struct Gemm {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    a_stride: usize,
+    b_stride: usize,
+}
+
+/// [`Gemm`] through cuBLAS (column-major): the row-major `C = op(A)·op(B)` is the
+/// column-major `Cᵀ = op(B)ᵀ·op(A)ᵀ`, so B goes first with m and n swapped.
+fn gemm(
+    ctx: &Context,
+    blas: &Mutex<cudarc::cublas::CudaBlas>,
+    a: &CudaTensor,
+    b: &CudaTensor,
+    c: &PoolBuf,
+    g: Gemm,
+) -> Result<()> {
+    use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+    let int = |v: usize, what: &str| {
+        i32::try_from(v).map_err(|_| Error::InvalidArgument(format!("{what} {v} exceeds cuBLAS's int")))
+    };
+    let (m, n, k) = (int(g.m, "m")?, int(g.n, "n")?, int(g.k, "k")?);
+    let op_b = if g.tb { CUBLAS_OP_T } else { CUBLAS_OP_N };
+    let op_a = if g.ta { CUBLAS_OP_T } else { CUBLAS_OP_N };
+    let ldb = if g.tb { k } else { n };
+    let lda = if g.ta { m } else { k };
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    let blas = blas.lock().map_err(|_| Error::Backend("cuBLAS handle poisoned".into()))?;
+    ctx.ctx.bind_to_thread().map_err(|e| Error::Backend(format!("CUDA bind: {e}")))?;
+    // SAFETY: the pointers are live device allocations sized for these shapes; the handle is
+    // bound to the context's stream, so the product is ordered with the kernels around it.
+    unsafe {
+        cudarc::cublas::result::sgemm_strided_batched(
+            *blas.handle(),
+            op_b,
+            op_a,
+            n,
+            m,
+            k,
+            &alpha,
+            b.ptr() as *const f32,
+            ldb,
+            g.b_stride as i64,
+            a.ptr() as *const f32,
+            lda,
+            g.a_stride as i64,
+            &beta,
+            c.ptr() as *mut f32,
+            n,
+            (g.m * g.n) as i64,
+            int(g.batch, "batch")?,
+        )
+    }
+    .map_err(|e| Error::Backend(format!("cuBLAS sgemm: {e}")))
+}
+
+/// LayerNorm (`beta` given) or RMSNorm (`beta` absent) forward: `(y, mean, rstd)`.
+fn norm_fwd(
+    x: CudaTensor,
+    gamma: CudaTensor,
+    beta: Option<CudaTensor>,
+    eps: f32,
+) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+    let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
+    let n = shape::numel(&x.shape);
+    let rows = n.checked_div(d).unwrap_or(0);
+    let dev = &x.dev;
+    let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
+    let rms = beta.is_none();
+    let beta_ptr = beta.as_ref().map_or(gamma.ptr(), |b| b.ptr()); // not read for RMSNorm
+    let p = [u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits(), rms as u32];
+    dev.launch_rows("layer_norm", &[x.ptr(), gamma.ptr(), beta_ptr, y.ptr(), mean.ptr(), rstd.ptr()], &p, rows)?;
+    let mut stat_shape = x.shape.clone();
+    *stat_shape.last_mut().expect("rank >= 1") = 1;
+    Ok((dev.tensor(y, x.shape.clone()), dev.tensor(mean, stat_shape.clone()), dev.tensor(rstd, stat_shape)))
+}
+
+/// Backward of [`norm_fwd`]: `(dx, dgamma, dbeta)` (RMSNorm when `mean` is absent).
+fn norm_bwd(
+    x: CudaTensor,
+    gamma: CudaTensor,
+    mean: Option<CudaTensor>,
+    rstd: CudaTensor,
+    dy: CudaTensor,
+) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+    let d = *x.shape.last().ok_or_else(|| Error::InvalidArgument("layer_norm needs rank >= 1".into()))?;
+    let n = shape::numel(&x.shape);
+    let rows = n.checked_div(d).unwrap_or(0);
+    let dev = &x.dev;
+    let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
+    let p = [u32_of(rows, "rows")?, u32_of(d, "width")?, mean.is_none() as u32];
+    let mean_ptr = mean.as_ref().map_or(rstd.ptr(), |m| m.ptr()); // not read for RMSNorm
+    dev.launch_rows("layer_norm_bwd", &[x.ptr(), gamma.ptr(), mean_ptr, rstd.ptr(), dy.ptr(), dx.ptr()], &p, rows)?;
+    dev.launch_n("layer_norm_params", &[x.ptr(), mean_ptr, rstd.ptr(), dy.ptr(), dgamma.ptr(), dbeta.ptr()], &p, d)?;
+    Ok((dev.tensor(dx, x.shape.clone()), dev.tensor(dgamma, vec![d]), dev.tensor(dbeta, vec![d])))
+}
+
+/// Fused kernels for every extension op (mirroring the wgpu backend's).
+impl NnOps<Cuda> for Cuda {
+    fn layer_norm_fwd(
+        x: CudaTensor,
+        gamma: CudaTensor,
+        beta: CudaTensor,
+        eps: f32,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        norm_fwd(x, gamma, Some(beta), eps)
+    }
+    fn layer_norm_bwd(
+        x: CudaTensor,
+        gamma: CudaTensor,
+        mean: CudaTensor,
+        rstd: CudaTensor,
+        dy: CudaTensor,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        norm_bwd(x, gamma, Some(mean), rstd, dy)
+    }
+    fn rms_norm_fwd(x: CudaTensor, gamma: CudaTensor, eps: f32) -> Result<(CudaTensor, CudaTensor)> {
+        let (y, _, rstd) = norm_fwd(x, gamma, None, eps)?;
+        Ok((y, rstd))
+    }
+    fn rms_norm_bwd(
+        x: CudaTensor,
+        gamma: CudaTensor,
+        rstd: CudaTensor,
+        dy: CudaTensor,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let (dx, dgamma, _) = norm_bwd(x, gamma, None, rstd, dy)?;
+        Ok((dx, dgamma))
+    }
+    fn attention_fwd(
+        q: CudaTensor,
+        k: CudaTensor,
+        v: CudaTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let g = AttnGeom::plain(&q, &k, &v, causal, scale)?;
+        g.forward(&q, &k, &v, None)
+    }
+    fn attention_bwd(
+        q: CudaTensor,
+        k: CudaTensor,
+        v: CudaTensor,
+        _o: CudaTensor,
+        lse: CudaTensor,
+        dout: CudaTensor,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        let g = AttnGeom::plain(&q, &k, &v, causal, scale)?;
+        let dev = &q.dev;
+        let (dq, dk, dv) =
+            (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
+        g.backward(&q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
+        let with_rows = |t: &CudaTensor, rows: usize, w: usize| {
+            let mut s = t.shape[..t.shape.len() - 2].to_vec();
+            s.extend([rows, w]);
+            s
+        };
+        Ok((
+            dev.tensor(dq, q.shape.clone()),
+            dev.tensor(dk, with_rows(&k, g.sk, g.d)),
+            dev.tensor(dv, with_rows(&v, g.sk, g.dv)),
+        ))
+    }
+    fn self_attention_fwd(qkv: CudaTensor, spec: &AttnSpec) -> Result<(CudaTensor, CudaTensor)> {
+        let (g, mask) = AttnGeom::packed(&qkv, spec)?;
+        g.forward(&qkv, &qkv, &qkv, mask.as_ref())
+    }
+    fn self_attention_bwd(
+        qkv: CudaTensor,
+        _o: CudaTensor,
+        lse: CudaTensor,
+        dout: CudaTensor,
+        spec: &AttnSpec,
+    ) -> Result<CudaTensor> {
+        let (g, mask) = AttnGeom::packed(&qkv, spec)?;
+        let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
+        g.backward(&qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
+        Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
+    }
+    fn cross_entropy_fwd(logits: CudaTensor, targets: CudaIds) -> Result<(CudaTensor, CudaTensor)> {
+        let (n, v) = (logits.shape[0], logits.shape[1]);
+        check_ids("cross_entropy", &targets.host, v)?;
+        let dev = &logits.dev;
+        let (lse, nll) = (dev.alloc(n)?, dev.alloc(n)?);
+        let p = [u32_of(n, "rows")?, u32_of(v, "classes")?];
+        dev.launch_rows("cross_entropy", &[logits.ptr(), targets.buf.ptr(), lse.ptr(), nll.ptr()], &p, n)?;
+        let loss = Self::reduce(Reduce::Mean, dev.tensor(nll, vec![n]), 0)?;
+        Ok((Self::reshape(loss, &[])?, dev.tensor(lse, vec![n, 1])))
+    }
+    fn cross_entropy_bwd(
+        logits: CudaTensor,
+        targets: CudaIds,
+        lse: CudaTensor,
+        dloss: CudaTensor,
+    ) -> Result<CudaTensor> {
+        let (n, v) = (logits.shape[0], logits.shape[1]);
+        check_ids("cross_entropy", &targets.host, v)?;
+        let dev = &logits.dev;
+        let total = n * v;
+        let out = dev.alloc(total)?;
+        let p = [u32_of(total, "elements")?, u32_of(v.max(1), "classes")?, (1.0 / n.max(1) as f32).to_bits()];
+        let ptrs = [logits.ptr(), targets.buf.ptr(), lse.ptr(), dloss.ptr(), out.ptr()];
+        dev.launch_n("cross_entropy_bwd", &ptrs, &p, total)?;
+        Ok(dev.tensor(out, vec![n, v]))
+    }
+    fn adamw_step(
+        w: CudaTensor,
+        g: CudaTensor,
+        m: CudaTensor,
+        v: CudaTensor,
+        h: &AdamWStep,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        let n = shape::numel(&w.shape);
+        let dev = &w.dev;
+        let (wo, mo, vo) = (dev.alloc(n)?, dev.alloc(n)?, dev.alloc(n)?);
+        let p = [
+            u32_of(n, "elements")?,
+            h.beta1.to_bits(),
+            h.beta2.to_bits(),
+            h.eps.to_bits(),
+            h.decay.to_bits(),
+            h.step_size.to_bits(),
+            h.inv_sqrt_bc2.to_bits(),
+            h.grad_scale.to_bits(),
+        ];
+        dev.launch_n("adamw", &[w.ptr(), g.ptr(), m.ptr(), v.ptr(), wo.ptr(), mo.ptr(), vo.ptr()], &p, n)?;
+        let s = w.shape.clone();
+        Ok((dev.tensor(wo, s.clone()), dev.tensor(mo, s.clone()), dev.tensor(vo, s)))
+    }
+}
+
+/// Where the rows of one attention operand live: `[base, batch stride, head stride, row
+/// stride]` in elements (see `kernels/attention.cu`).
+type Layout = [usize; 4];
+
+/// The geometry of one attention call (as the wgpu backend's).
+struct AttnGeom {
+    packed: bool,
+    bh: usize,
+    heads: usize,
+    sq: usize,
+    sk: usize,
+    d: usize,
+    dv: usize,
+    causal: bool,
+    scale: f32,
+    q: Layout,
+    k: Layout,
+    v: Layout,
+    o: Layout,
+}
+
+impl AttnGeom {
+    fn plain(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool, scale: f32) -> Result<Self> {
+        let r = q.shape.len();
+        if r < 2 || k.shape.len() != r || v.shape.len() != r {
+            return Err(Error::InvalidArgument("attention needs q, k, v of one rank >= 2".into()));
+        }
+        let (sq, d, sk, dv) = (q.shape[r - 2], q.shape[r - 1], k.shape[r - 2], v.shape[r - 1]);
+        if sk == 0 && sq > 0 {
+            return Err(Error::InvalidArgument("attention needs at least one key".into()));
+        }
+        Ok(Self {
+            packed: false,
+            bh: shape::numel(&q.shape[..r - 2]),
+            heads: 1,
+            sq,
+            sk,
+            d,
+            dv,
+            causal,
+            scale,
+            q: [0, sq * d, 0, d],
+            k: [0, sk * d, 0, d],
+            v: [0, sk * dv, 0, dv],
+            o: [0, sq * dv, 0, dv],
+        })
+    }
+
+    fn packed(qkv: &CudaTensor, spec: &AttnSpec) -> Result<(Self, Option<CudaTensor>)> {
+        let bad = || Error::InvalidArgument(format!("self-attention needs qkv [B, S, 3, H, Dh], got {:?}", qkv.shape));
+        let [b, s, three, h, dh] = qkv.shape[..] else { return Err(bad()) };
+        if three != 3 {
+            return Err(bad());
+        }
+        let row = 3 * h * dh;
+        let mask = match &spec.dropout {
+            Some(dr) if dr.p > 0.0 => Some(attention_dropout_mask::<Cuda>(dr, [b, h, s, s], &qkv.dev)?),
+            _ => None,
+        };
+        let g = Self {
+            packed: true,
+            bh: b * h,
+            heads: h,
+            sq: s,
+            sk: s,
+            d: dh,
+            dv: dh,
+            causal: spec.causal,
+            scale: spec.scale,
+            q: [0, s * row, dh, row],
+            k: [h * dh, s * row, dh, row],
+            v: [2 * h * dh, s * row, dh, row],
+            o: [0, s * h * dh, dh, h * dh],
+        };
+        Ok((g, mask))
+    }
+
+    fn params(&self, rows: usize, mask: bool) -> Result<Vec<u32>> {
+        let mut p = vec![
+            u32_of(rows, "rows")?,
+            u32_of(self.sq, "queries")?,
+            u32_of(self.sk, "keys")?,
+            u32_of(self.d, "width")?,
+            u32_of(self.heads, "heads")?,
+            self.causal as u32,
+            self.scale.to_bits(),
+            mask as u32,
+        ];
+        for l in [&self.q, &self.k, &self.v, &self.o] {
+            for &x in l {
+                p.push(u32_of(x, "offset")?);
+            }
+        }
+        p.push(u32_of(self.dv, "width")?);
+        Ok(p)
+    }
+
+    /// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        dev: &CudaDevice,
+        a: u64,
+        a_off: usize,
+        trans: bool,
+        x: (u64, &Layout),
+        out: (u64, &Layout),
+        width: usize,
+    ) -> Result<()> {
+        let rows = if trans { self.sk } else { self.sq };
+        let total = self.bh * rows * width;
+        let mut p = vec![
+            u32_of(total, "elements")?,
+            u32_of(rows, "rows")?,
+            u32_of(width, "width")?,
+            u32_of(self.heads, "heads")?,
+            trans as u32,
+            u32_of(self.sq, "queries")?,
+            u32_of(self.sk, "keys")?,
+            u32_of(a_off, "offset")?,
+        ];
+        for &v in x.1.iter().chain(out.1.iter()) {
+            p.push(u32_of(v, "offset")?);
+        }
+        dev.launch_n("attention_apply", &[a, x.0, out.0], &p, total)
+    }
+
+    fn forward(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        mask: Option<&CudaTensor>,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let dev = &q.dev;
+        let rows = self.bh * self.sq;
+        let (o, lse) = (dev.alloc(rows * self.dv)?, dev.alloc(rows)?);
+        if rows > 0 && self.dv > 0 {
+            let pr = dev.alloc(rows * self.sk)?;
+            let p = self.params(rows, mask.is_some())?;
+            let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
+            dev.launch_rows("attention", &[q.ptr(), k.ptr(), m, pr.ptr(), lse.ptr()], &p, rows)?;
+            self.apply(dev, pr.ptr(), 0, false, (v.ptr(), &self.v), (o.ptr(), &self.o), self.dv)?;
+        }
+        let (o_shape, lse_shape) = if !self.packed {
+            let lead = &q.shape[..q.shape.len() - 1];
+            let mut s = lead.to_vec();
+            s.push(self.dv);
+            let mut l = lead.to_vec();
+            l.push(1);
+            (s, l)
+        } else {
+            let b = self.bh / self.heads;
+            (vec![b, self.sq, self.heads, self.dv], vec![b, self.heads, self.sq, 1])
+        };
+        Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        lse: &CudaTensor,
+        dout: &CudaTensor,
+        mask: Option<&CudaTensor>,
+        out: [&PoolBuf; 3],
+    ) -> Result<()> {
+        let dev = &q.dev;
+        let rows = self.bh * self.sq;
+        if rows == 0 || self.sk == 0 {
+            return Ok(());
+        }
+        let n = rows * self.sk;
+        let pd = dev.alloc(2 * n)?;
+        let p = self.params(rows, mask.is_some())?;
+        let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
+        dev.launch_rows("attention_bwd", &[q.ptr(), k.ptr(), v.ptr(), dout.ptr(), lse.ptr(), m, pd.ptr()], &p, rows)?;
+        if self.dv > 0 {
+            self.apply(dev, pd.ptr(), 0, true, (dout.ptr(), &self.o), (out[2].ptr(), &self.v), self.dv)?;
+        }
+        if self.d > 0 {
+            self.apply(dev, pd.ptr(), n, false, (k.ptr(), &self.k), (out[0].ptr(), &self.q), self.d)?;
+            self.apply(dev, pd.ptr(), n, true, (q.ptr(), &self.q), (out[1].ptr(), &self.k), self.d)?;
+        }
+        Ok(())
+    }
+}
+
+/// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward.
+impl CellOps<Cuda> for Cuda {
+    fn colony_fwd(
+        h0: CudaTensor,
+        w0: CudaTensor,
+        stim: CudaTensor,
+        coeffs: CudaTensor,
+        spec: &ColonySpec,
+    ) -> Result<ColonyOut<Cuda>> {
+        let c = ColonyCall::new(&h0, &w0, &stim, &coeffs, spec)?;
+        let dev = &h0.dev;
+        let (t, n) = (c.t, c.n);
+        let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
+        if t > 0 && n > 0 {
+            let stride = c.stride_fwd();
+            let work = dev.alloc(t * stride)?;
+            let ptrs = [h0.ptr(), w0.ptr(), c.sc.ptr(), h.ptr(), w.ptr(), alive.ptr(), work.ptr()];
+            dev.launch_n("colony_fwd", &ptrs, &c.params(stride)?, t)?;
+        }
+        Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
+    }
+    fn colony_bwd(
+        h0: CudaTensor,
+        w0: CudaTensor,
+        stim: CudaTensor,
+        coeffs: CudaTensor,
+        spec: &ColonySpec,
+        dh: CudaTensor,
+        dw: CudaTensor,
+    ) -> Result<ColonyGrads<Cuda>> {
+        let c = ColonyCall::new(&h0, &w0, &stim, &coeffs, spec)?;
+        if dh.shape != h0.shape || dw.shape != w0.shape {
+            return Err(Error::InvalidArgument(format!(
+                "colony_bwd: gradients {:?}, {:?} do not match the states {:?}, {:?}",
+                dh.shape, dw.shape, h0.shape, w0.shape
+            )));
+        }
+        let dev = &h0.dev;
+        let (t, n) = (c.t, c.n);
+        if t == 0 || n == 0 {
+            let z = |s: &[usize]| Self::full(0.0, s, dev);
+            return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
+        }
+        let parts = [t * 4 * n, t * n * n, t * n, t * N_COEFFS];
+        let gout = dev.alloc(parts.iter().sum())?;
+        let stride = c.stride_fwd() + 20 * n + 2 * n * n + n;
+        let work = dev.alloc(t * stride)?;
+        let ptrs = [h0.ptr(), w0.ptr(), c.sc.ptr(), dh.ptr(), dw.ptr(), gout.ptr(), work.ptr()];
+        dev.launch_n("colony_bwd", &ptrs, &c.params(stride)?, t)?;
+        let mut at = 0;
+        let mut split = Vec::with_capacity(4);
+        for &len in &parts {
+            let b = dev.alloc(len)?;
+            dev.ctx.copy_words(&gout, at, &b, 0, len)?;
+            split.push(b);
+            at += len;
+        }
+        let [gh, gw, gs, gc]: [Arc<PoolBuf>; 4] =
+            split.try_into().map_err(|_| Error::Backend("colony split".into()))?;
+        let gc = Self::reshape(Self::reduce(Reduce::Sum, dev.tensor(gc, vec![t, N_COEFFS]), 0)?, &[N_COEFFS])?;
+        Ok((dev.tensor(gh, vec![t, n, 4]), dev.tensor(gw, vec![t, n, n]), dev.tensor(gs, vec![t, n]), gc))
+    }
+}
+
+/// Shapes, constants and the packed `[coefficients | stimulus]` buffer of one colony call.
+struct ColonyCall {
+    t: usize,
+    n: usize,
+    spec: ColonySpec,
+    sc: Arc<PoolBuf>,
+}
+
+impl ColonyCall {
+    fn new(
+        h0: &CudaTensor,
+        w0: &CudaTensor,
+        stim: &CudaTensor,
+        coeffs: &CudaTensor,
+        spec: &ColonySpec,
+    ) -> Result<Self> {
+        spec.validate()?;
+        let [t, n, 4] = h0.shape[..] else {
+            return Err(Error::InvalidArgument(format!("colony: h0 must be [T, N, 4], got {:?}", h0.shape)));
+        };
+        if w0.shape != [t, n, n] || stim.shape != [t, n] || coeffs.shape != [N_COEFFS] {
+            return Err(Error::InvalidArgument(format!(
+                "colony: expected w0 [{t}, {n}, {n}], stim [{t}, {n}], coeffs [{N_COEFFS}]; got {:?}, {:?}, {:?}",
+                w0.shape, stim.shape, coeffs.shape
+            )));
+        }
+        let dev = &h0.dev;
+        let sc = dev.alloc(N_COEFFS + t * n)?;
+        dev.ctx.copy_words(&coeffs.buf, 0, &sc, 0, N_COEFFS)?;
+        dev.ctx.copy_words(&stim.buf, 0, &sc, N_COEFFS, t * n)?;
+        Ok(Self { t, n, spec: *spec, sc })
+    }
+
+    /// Floats of one token's forward trajectory and scratch (see `kernels/colony.cu`).
+    fn stride_fwd(&self) -> usize {
+        let n = self.n;
+        (self.spec.steps + 1) * (5 * n + n * n) + 10 * n
+    }
+
+    fn params(&self, stride: usize) -> Result<Vec<u32>> {
+        let s = &self.spec;
+        let mode = match s.mode {
+            CellMode::AsCoded => 0,
+            CellMode::AsDescribed => 1,
+            CellMode::Sound => 2,
+        };
+        let (rate, threshold) = s.pruning.map_or((0.0f32, 0.0f32), |p| (p.rate, p.threshold));
+        Ok(vec![
+            u32_of(self.t, "tokens")?,
+            u32_of(self.n, "blocks")?,
+            u32_of(s.steps, "steps")?,
+            mode,
+            s.dt.to_bits(),
+            s.row_eps.to_bits(),
+            s.sharpness.to_bits(),
+            s.pruning.is_some() as u32,
+            rate.to_bits(),
+            threshold.to_bits(),
+            u32_of(stride, "stride")?,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A skip line on the process's stderr, past the test harness's capture.
+    fn skip(why: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+    }
+
+    /// Every kernel compiles with NVRTC (needs NVRTC, not a GPU; skipped with a line when
+    /// NVRTC is not installed).
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if !nvrtc_present() {
+            skip("kernels_compile_with_nvrtc: NVRTC (libnvrtc.so.13) not found; set PROTOCELL_CUDA_LIB_DIR to its directory");
+            return;
+        }
+        for arch in ["compute_80", "compute_90"] {
+            let ptx = compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
+            let src = ptx.to_src();
+            for k in KERNELS {
+                assert!(src.contains(&format!(".entry {k}(")), "{arch}: kernel {k} missing from the PTX");
+            }
+        }
+    }
+
+    /// Without a CUDA driver, opening a device is an `Err` naming the cause, never a panic.
+    #[test]
+    fn no_driver_is_an_error() {
+        match CudaDevice::new(0) {
+            Ok(d) => eprintln!("CUDA device present ({}); the no-driver path is not exercised here", d.info()),
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("CUDA unavailable"), "{msg}");
+                skip(&format!("CUDA device tests: {msg}"));
+            }
+        }
+    }
+}

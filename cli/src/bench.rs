@@ -42,7 +42,7 @@ pub struct OpsArgs {
     /// JSON output.
     #[arg(long)]
     json: bool,
-    /// Also time every op on this backend (`wgpu[:N]`) and print its time against the CPU's.
+    /// Also time every op on this backend (`wgpu[:N]`, `cuda[:N]`) and print its time against the CPU's.
     #[arg(long)]
     backend: Option<String>,
 }
@@ -91,7 +91,7 @@ pub struct TrainBenchArgs {
     /// Path of the PyTorch reference directory.
     #[arg(long)]
     pytorch_dir: Option<PathBuf>,
-    /// Also time the same steps on this backend (`wgpu[:N]`) and report its ratio to the CPU.
+    /// Also time the same steps on this backend (`wgpu[:N]`, `cuda[:N]`) and report its ratio to the CPU.
     #[arg(long)]
     backend: Option<String>,
     /// JSON output.
@@ -579,7 +579,11 @@ fn compare_backend(a: &OpsArgs, name: &str, cpu: &[OpRow]) -> Result<()> {
             let dev = protocell_wgpu::WgpuDevice::new(i)?;
             (format!("wgpu: {}", dev.info()), op_rows::<protocell_wgpu::Wgpu>(a, &dev)?)
         }
-        other => return Err(other.unavailable()),
+        Device::Cuda(i) => {
+            let dev = protocell_cuda::CudaDevice::new(i)?;
+            (format!("cuda: {}", dev.info()), op_rows::<protocell_cuda::Cuda>(a, &dev)?)
+        }
+        Device::Cpu => return Err(device.unavailable()),
     };
     if a.json {
         let v: Vec<Value> = rows

@@ -25,6 +25,7 @@ pub use config::RunConfig;
 #[doc(hidden)]
 pub mod backends {
     pub use protocell_cpu;
+    pub use protocell_cuda;
     pub use protocell_wgpu;
 }
 pub use infer::{load_model, InferenceModel};
@@ -87,9 +88,7 @@ impl Device {
         match self {
             Device::Cpu => Error::Unavailable("cpu".into()),
             Device::Wgpu(i) => Error::Unavailable(format!("wgpu adapter {i} is not available")),
-            Device::Cuda(_) => Error::Unavailable(
-                "CUDA unavailable: the CUDA backend has no kernels in this build yet; use --backend cpu".into(),
-            ),
+            Device::Cuda(i) => Error::Unavailable(format!("CUDA unavailable: device {i}")),
         }
     }
 }

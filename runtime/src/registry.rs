@@ -259,7 +259,13 @@ macro_rules! with_device {
                 }
                 Err(e) => Err(e),
             },
-            other => Err(other.unavailable()),
+            $crate::Device::Cuda(index) => match $crate::backends::protocell_cuda::CudaDevice::new(index) {
+                Ok($dev) => {
+                    type $B = $crate::backends::protocell_cuda::Cuda;
+                    $body
+                }
+                Err(e) => Err(e),
+            },
         }
     };
 }

@@ -69,3 +69,15 @@ pub fn runner(cases: u32) -> proptest::test_runner::TestRunner {
         TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha))
     }
 }
+
+/// The `tiny` preset of `model` cut to 12 steps of 4 × 32 tokens on a 20 kB corpus: the run
+/// the backend suites train on every backend.
+pub fn tiny_run(model: &str) -> protocell_runtime::RunConfig {
+    let mut v = protocell_runtime::registry::preset(model, Some("tiny")).expect("preset").to_value();
+    v["train"]["steps"] = serde_json::json!(12);
+    v["train"]["batch_size"] = serde_json::json!(4);
+    v["train"]["seq_len"] = serde_json::json!(32);
+    v["train"]["eval_batches"] = serde_json::json!(1);
+    v["train"]["data"]["corpus_bytes"] = serde_json::json!(20_000);
+    protocell_runtime::RunConfig::from_value(v).expect("valid config")
+}

@@ -40,16 +40,6 @@ fn wgpu_gradients_match_finite_differences() {
     grad::run_property::<Wgpu>(&dev, 60).unwrap();
 }
 
-fn tiny(model: &str) -> protocell_runtime::RunConfig {
-    let mut v = protocell_runtime::registry::preset(model, Some("tiny")).unwrap().to_value();
-    v["train"]["steps"] = serde_json::json!(12);
-    v["train"]["batch_size"] = serde_json::json!(4);
-    v["train"]["seq_len"] = serde_json::json!(32);
-    v["train"]["eval_batches"] = serde_json::json!(1);
-    v["train"]["data"]["corpus_bytes"] = serde_json::json!(20_000);
-    protocell_runtime::RunConfig::from_value(v).unwrap()
-}
-
 /// Every model trains on wgpu with a falling loss and the loss curve of the CPU (same seed,
 /// same batches: only float rounding differs), and a checkpoint written on one backend loads
 /// on the other and generates the same tokens at temperature 0.
@@ -61,8 +51,8 @@ fn wgpu_trains_every_model_and_checkpoints_cross_backends() {
         return;
     }
     for model in ["gpt", "cell-token", "cellular-transformer"] {
-        let mut on_gpu = new_session(tiny(model), Device::Wgpu(0)).unwrap();
-        let mut on_cpu = new_session(tiny(model), Device::Cpu).unwrap();
+        let mut on_gpu = new_session(protocell_tests::tiny_run(model), Device::Wgpu(0)).unwrap();
+        let mut on_cpu = new_session(protocell_tests::tiny_run(model), Device::Cpu).unwrap();
         let mut losses = Vec::new();
         for _ in 0..12 {
             let (g, c) = (on_gpu.train_step().unwrap().loss, on_cpu.train_step().unwrap().loss);

@@ -1,0 +1,383 @@
+//! Library discovery, the per-device context (stream, NVRTC-compiled module, cuBLAS handle)
+//! and the caching allocator.
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use protocell_core::backend::MemoryStats;
+use protocell_core::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The CUDA C source of every kernel, compiled as one module.
+pub const SOURCE: &str = concat!(
+    include_str!("../kernels/prelude.cuh"),
+    include_str!("../kernels/elementwise.cu"),
+    include_str!("../kernels/reduce.cu"),
+    include_str!("../kernels/index.cu"),
+    include_str!("../kernels/random.cu"),
+    include_str!("../kernels/matmul.cu"),
+    include_str!("../kernels/nn.cu"),
+    include_str!("../kernels/attention.cu"),
+    include_str!("../kernels/colony.cu"),
+);
+
+/// Every kernel entry point of [`SOURCE`].
+pub const KERNELS: &[&str] = &[
+    "fill",
+    "unary",
+    "binary",
+    "copy",
+    "reduce",
+    "gather",
+    "scatter",
+    "random",
+    "matmul",
+    "softmax",
+    "cross_entropy",
+    "cross_entropy_bwd",
+    "adamw",
+    "layer_norm",
+    "layer_norm_bwd",
+    "layer_norm_params",
+    "attention",
+    "attention_bwd",
+    "attention_apply",
+    "colony_fwd",
+    "colony_bwd",
+];
+
+/// Words of the by-value parameter block `P` of every kernel.
+pub const PARAM_WORDS: usize = 48;
+
+fn unavailable(why: impl std::fmt::Display) -> Error {
+    Error::Unavailable(format!("CUDA unavailable: {why}"))
+}
+
+fn driver_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("CUDA {what}: {e}"))
+}
+
+/// Directories searched for `libnvrtc.so.13` and `libcublas.so.13` besides the loader's own
+/// path: `PROTOCELL_CUDA_LIB_DIR` (`:`-separated), `$CUDA_PATH/lib64`, `$CUDA_HOME/lib64`,
+/// `/usr/local/cuda/lib64`.
+fn search_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+    if let Ok(v) = std::env::var("PROTOCELL_CUDA_LIB_DIR") {
+        dirs.extend(std::env::split_paths(&v));
+    }
+    for var in ["CUDA_PATH", "CUDA_HOME"] {
+        if let Ok(v) = std::env::var(var) {
+            dirs.push(std::path::Path::new(&v).join("lib64"));
+        }
+    }
+    dirs.push("/usr/local/cuda/lib64".into());
+    dirs
+}
+
+/// Loads NVRTC and cuBLAS from [`search_dirs`] by absolute path (once per process), so that
+/// cudarc's lookup by library name finds them without `LD_LIBRARY_PATH`.
+fn preload() {
+    static LOADED: OnceLock<Vec<libloading::Library>> = OnceLock::new();
+    LOADED.get_or_init(|| {
+        let mut libs = Vec::new();
+        for name in ["libnvrtc.so.13", "libcublas.so.13"] {
+            for dir in search_dirs() {
+                let path = dir.join(name);
+                if path.exists() {
+                    // SAFETY: loading a shared library runs its initialisers; these are NVIDIA's
+                    // own runtime libraries, the ones cudarc would load by name.
+                    if let Ok(lib) = unsafe { libloading::Library::new(&path) } {
+                        libs.push(lib);
+                        break;
+                    }
+                }
+            }
+        }
+        libs
+    });
+}
+
+/// Whether NVRTC can be loaded (after searching the usual directories).
+pub fn nvrtc_present() -> bool {
+    preload();
+    // SAFETY: only tries to dlopen the library by name.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Whether the CUDA driver library can be loaded and reports at least one device. Never
+/// panics: the driver library is probed before any driver call.
+pub fn driver_present() -> Result<usize> {
+    // SAFETY: only tries to dlopen the library by name.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(unavailable("the CUDA driver library (libcuda.so) was not found"));
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(n as usize),
+        Ok(_) => Err(unavailable("the driver reports no CUDA device")),
+        Err(e) => Err(unavailable(format!("the driver failed to initialise: {e}"))),
+    }
+}
+
+/// Compiles [`SOURCE`] to PTX with NVRTC for `arch` (e.g. `compute_90`; `None`: NVRTC's
+/// default). Needs NVRTC, not a GPU.
+pub fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
+    if !nvrtc_present() {
+        return Err(unavailable(
+            "NVRTC (libnvrtc.so.13) was not found; set PROTOCELL_CUDA_LIB_DIR or LD_LIBRARY_PATH to its directory",
+        ));
+    }
+    let mut options = vec!["--std=c++17".to_string()];
+    if let Some(a) = arch {
+        options.push(format!("--gpu-architecture={a}"));
+    }
+    let opts = cudarc::nvrtc::CompileOptions { options, ..Default::default() };
+    cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| Error::Backend(format!("NVRTC: {e}")))
+}
+
+/// A pooled device allocation (returned to its size class on drop).
+pub(crate) struct PoolBuf {
+    slice: Option<CudaSlice<u8>>,
+    bytes: usize,
+    ptr: u64,
+    ctx: Arc<Context>,
+}
+
+impl PoolBuf {
+    /// Device address of the first byte.
+    pub(crate) fn ptr(&self) -> u64 {
+        self.ptr
+    }
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        if let Some(s) = self.slice.take() {
+            self.ctx.release(s, self.bytes);
+        }
+    }
+}
+
+/// Size class of an allocation: powers of two up to 1 MiB, then multiples of 1 MiB.
+fn size_class(bytes: usize) -> usize {
+    let b = bytes.max(256);
+    if b <= 1 << 20 {
+        b.next_power_of_two()
+    } else {
+        b.div_ceil(1 << 20) << 20
+    }
+}
+
+/// One CUDA device: context, the stream every op runs on, the kernels, cuBLAS and the pool.
+pub struct Context {
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    _module: Arc<CudaModule>,
+    funcs: HashMap<&'static str, CudaFunction>,
+    pub(crate) blas: Option<Mutex<cudarc::cublas::CudaBlas>>,
+    pool: Mutex<HashMap<usize, Vec<CudaSlice<u8>>>>,
+    live_buffers: AtomicUsize,
+    live_bytes: AtomicUsize,
+    peak_bytes: AtomicUsize,
+    /// Device name and compute capability.
+    pub info: String,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cuda::Context({})", self.info)
+    }
+}
+
+impl Context {
+    /// Opens device `ordinal`: checks the libraries first (no CUDA ⇒ `Err`, never a panic),
+    /// compiles the kernels for its compute capability and creates a cuBLAS handle when
+    /// cuBLAS is installed.
+    pub fn new(ordinal: usize) -> Result<Arc<Self>> {
+        preload();
+        let count = driver_present()?;
+        if ordinal >= count {
+            return Err(unavailable(format!("device {ordinal} requested, {count} present")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| unavailable(format!("opening device {ordinal}: {e}")))?;
+        // one stream, so the per-allocation events cudarc records for multi-stream use are not needed
+        // SAFETY: every op of this backend runs on the single default stream of this context.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let (major, minor) = ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown".into());
+        let arch = format!("compute_{major}{minor}");
+        let ptx = compile(Some(&arch))?;
+        let module = ctx.load_module(ptx).map_err(|e| driver_err("loading the kernels", e))?;
+        let mut funcs = HashMap::new();
+        for &k in KERNELS {
+            funcs.insert(k, module.load_function(k).map_err(|e| driver_err(&format!("kernel {k}"), e))?);
+        }
+        // SAFETY: only tries to dlopen the library by name.
+        let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+            Some(Mutex::new(cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| driver_err("cuBLAS", e))?))
+        } else {
+            None
+        };
+        let info = format!(
+            "{name} (sm_{major}{minor}, {})",
+            if blas.is_some() { "cuBLAS" } else { "no cuBLAS: tiled matmul kernel" }
+        );
+        Ok(Arc::new(Self {
+            ctx,
+            stream,
+            _module: module,
+            funcs,
+            blas,
+            pool: Mutex::new(HashMap::new()),
+            live_buffers: AtomicUsize::new(0),
+            live_bytes: AtomicUsize::new(0),
+            peak_bytes: AtomicUsize::new(0),
+            info,
+        }))
+    }
+
+    /// A buffer of at least `bytes` bytes from the pool (allocating only on a miss).
+    pub(crate) fn alloc(self: &Arc<Self>, bytes: usize) -> Result<Arc<PoolBuf>> {
+        let class = size_class(bytes);
+        let hit = self.pool.lock().ok().and_then(|mut p| p.get_mut(&class).and_then(|v| v.pop()));
+        let slice = match hit {
+            Some(s) => s,
+            None => {
+                // SAFETY: the memory is uninitialised; every op writes its whole output before reading it.
+                match unsafe { self.stream.alloc::<u8>(class) } {
+                    Ok(s) => s,
+                    Err(_) => {
+                        // out of memory: return the cached blocks to the driver and retry once
+                        self.trim();
+                        unsafe { self.stream.alloc::<u8>(class) }
+                            .map_err(|e| driver_err(&format!("allocating {class} bytes"), e))?
+                    }
+                }
+            }
+        };
+        let ptr = {
+            let (ptr, _sync) = slice.device_ptr(&self.stream);
+            ptr
+        };
+        let n = self.live_bytes.fetch_add(class, Ordering::Relaxed) + class;
+        self.peak_bytes.fetch_max(n, Ordering::Relaxed);
+        self.live_buffers.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(PoolBuf { slice: Some(slice), bytes: class, ptr, ctx: self.clone() }))
+    }
+
+    fn release(&self, s: CudaSlice<u8>, bytes: usize) {
+        self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.live_buffers.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.pool.lock() {
+            p.entry(bytes).or_default().push(s);
+        }
+    }
+
+    /// Frees every cached (unused) block.
+    pub fn trim(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.clear();
+        }
+    }
+
+    /// Uploads `data` into a pooled buffer.
+    pub(crate) fn upload<T: Copy>(self: &Arc<Self>, data: &[T]) -> Result<Arc<PoolBuf>> {
+        let b = self.alloc(std::mem::size_of_val(data))?;
+        if !data.is_empty() {
+            self.ctx.bind_to_thread().map_err(|e| driver_err("bind", e))?;
+            // SAFETY: the buffer holds at least `size_of_val(data)` bytes; from pageable memory the
+            // call returns once `data` has been staged, so it may be dropped afterwards.
+            unsafe { cudarc::driver::result::memcpy_htod_async(b.ptr, data, self.stream.cu_stream()) }
+                .map_err(|e| driver_err("upload", e))?;
+        }
+        Ok(b)
+    }
+
+    /// Reads `len` values of type `T` back (waits for the stream).
+    pub(crate) fn read<T: Copy + Default>(&self, buf: &PoolBuf, len: usize) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); len];
+        if len > 0 {
+            self.ctx.bind_to_thread().map_err(|e| driver_err("bind", e))?;
+            // SAFETY: the buffer holds at least `len` values (the tensor's size).
+            unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, buf.ptr, self.stream.cu_stream()) }
+                .map_err(|e| driver_err("download", e))?;
+        }
+        self.sync()?;
+        Ok(out)
+    }
+
+    /// Device-to-device copy of `words` 4-byte words.
+    pub(crate) fn copy_words(
+        &self,
+        src: &PoolBuf,
+        src_at: usize,
+        dst: &PoolBuf,
+        dst_at: usize,
+        words: usize,
+    ) -> Result<()> {
+        if words == 0 {
+            return Ok(());
+        }
+        self.ctx.bind_to_thread().map_err(|e| driver_err("bind", e))?;
+        // SAFETY: both ranges lie inside live allocations of this context (checked by the callers'
+        // shapes); the copy is ordered on the one stream.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(
+                dst.ptr + 4 * dst_at as u64,
+                src.ptr + 4 * src_at as u64,
+                4 * words,
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(|e| driver_err("copy", e))
+    }
+
+    /// Waits for the stream; asynchronous kernel faults surface here.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.stream.synchronize().map_err(|e| driver_err("synchronize", e))
+    }
+
+    /// Launches kernel `name` with pointer arguments `ptrs` and parameter words `p`.
+    pub(crate) fn launch(
+        &self,
+        name: &'static str,
+        ptrs: &[u64],
+        p: &[u32],
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        if p.len() > PARAM_WORDS {
+            return Err(Error::Backend(format!("kernel {name}: {} parameter words, at most {PARAM_WORDS}", p.len())));
+        }
+        if grid.1 > 65535 || grid.2 > 65535 {
+            return Err(Error::Backend(format!("kernel {name}: grid {grid:?} exceeds 65535 in y or z")));
+        }
+        let mut params = [0u32; PARAM_WORDS];
+        params[..p.len()].copy_from_slice(p);
+        let f = self.funcs.get(name).ok_or_else(|| Error::Backend(format!("no kernel {name}")))?;
+        let mut b = self.stream.launch_builder(f);
+        for ptr in ptrs {
+            b.arg(ptr);
+        }
+        b.arg(&params);
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 };
+        // SAFETY: the argument list matches the kernel's signature (pointers, then `P`), and the
+        // callers size every buffer for the indices the kernel computes from `p`.
+        unsafe { b.launch(cfg) }.map_err(|e| driver_err(&format!("kernel {name}"), e))?;
+        Ok(())
+    }
+
+    /// Allocator statistics.
+    pub(crate) fn memory_stats(&self) -> MemoryStats {
+        MemoryStats {
+            live_tensors: self.live_buffers.load(Ordering::Relaxed),
+            live_bytes: self.live_bytes.load(Ordering::Relaxed),
+            peak_bytes: self.peak_bytes.load(Ordering::Relaxed),
+            pooled_bytes: self.pool.lock().map(|p| p.iter().map(|(c, v)| c * v.len()).sum()).unwrap_or(0),
+        }
+    }
+}
