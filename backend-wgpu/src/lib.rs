@@ -4,10 +4,10 @@
 //! primitive op of [`protocell_core::backend::Backend`], cached pipelines and pooled
 //! buffers, run on Vulkan, Metal, DX12 or GL (Mesa's lavapipe/llvmpipe in CI).
 //!
-//! Fused WGSL kernels: softmax, LayerNorm forward and backward, cross-entropy forward and
-//! backward, the AdamW update. The other extension ops of [`NnOps`] and [`CellOps`]
-//! (attention, RMSNorm, the colony update) run as their default compositions of the
-//! primitives.
+//! Fused WGSL kernels for every extension op of [`NnOps`] and [`CellOps`] but `linear` and
+//! `sum_squares` (a matrix product and a reduction): softmax, LayerNorm and RMSNorm forward
+//! and backward, cross-entropy forward and backward, the AdamW update, attention (plain and
+//! packed, causal, dropout) forward and backward, and the colony update forward and backward.
 //!
 //! Adapters follow wgpu's environment variables (`WGPU_BACKEND=vulkan|gl|…`,
 //! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
