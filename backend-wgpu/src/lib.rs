@@ -430,7 +430,7 @@ impl Backend for Wgpu {
         if k == 0 {
             return Self::full(0.0, &out_shape, &a.dev);
         }
-        let (tn, tm) = (n.div_ceil(16), m.div_ceil(16));
+        let (tn, tm) = (n.div_ceil(64), m.div_ceil(64));
         let p = a.dev.params(&[
             u32_of(batch, "batch")?,
             u32_of(m, "m")?,
