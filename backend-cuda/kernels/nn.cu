@@ -77,7 +77,7 @@ extern "C" __global__ void layer_norm(const float* x, const float* gamma, const 
         float c = xr[k] - mu;
         acc += c * c;
     }
-    float r = rsqrtf(block_sum(acc) / (float)d + F(2));
+    float r = 1.0f / sqrtf(block_sum(acc) / (float)d + F(2));
     for (unsigned int k = threadIdx.x; k < d; k += ROW_THREADS)
         y[(size_t)row * d + k] = (xr[k] - mu) * r * gamma[k] + (rms ? 0.0f : beta[k]);
     if (threadIdx.x == 0) {

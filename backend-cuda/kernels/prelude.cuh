@@ -1,11 +1,11 @@
 // Shared by every kernel of the module (the .cu files are concatenated after this one and
 // compiled once per device by NVRTC).
 //
-// Every kernel takes its buffers as raw pointers and one `P` by value: up to 48 u32 words of
+// Every kernel takes its buffers as raw pointers and one `P` by value: up to 64 u32 words of
 // sizes, strides and float constants (floats as bits, read with F(i)), in the same order as
 // the WGSL kernels of protocell-wgpu, which these mirror.
 struct P {
-    unsigned int v[48];
+    unsigned int v[64];
 };
 #define U(i) (p.v[i])
 #ifndef INFINITY

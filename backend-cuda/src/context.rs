@@ -48,7 +48,7 @@ pub const KERNELS: &[&str] = &[
 ];
 
 /// Words of the by-value parameter block `P` of every kernel.
-pub const PARAM_WORDS: usize = 48;
+pub const PARAM_WORDS: usize = 64;
 
 fn unavailable(why: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!("CUDA unavailable: {why}"))
@@ -135,6 +135,61 @@ pub fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
     cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| Error::Backend(format!("NVRTC: {e}")))
 }
 
+/// Compiles [`SOURCE`] with NVRTC to a cubin for the real architecture `arch` (e.g. `sm_90`).
+/// Needs NVRTC, not a GPU.
+pub fn compile_cubin(arch: &str) -> Result<Vec<u8>> {
+    use cudarc::nvrtc::{result, sys};
+    if !nvrtc_present() {
+        return Err(unavailable("NVRTC (libnvrtc.so.13) was not found"));
+    }
+    let nv = |what: &str, e: cudarc::nvrtc::result::NvrtcError| Error::Backend(format!("NVRTC {what}: {e:?}"));
+    let src = std::ffi::CString::new(SOURCE).map_err(|_| Error::Backend("kernel source has a NUL byte".into()))?;
+    let prog = result::create_program(&src, None).map_err(|e| nv("create", e))?;
+    let opts = vec!["--std=c++17".to_string(), format!("--gpu-architecture={arch}")];
+    // SAFETY: `prog` is a live program of this source; it is destroyed on every path below.
+    let out = unsafe {
+        match result::compile_program(prog, &opts) {
+            Err(e) => {
+                let log = result::get_program_log(prog)
+                    .map(|l| std::ffi::CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Err(Error::Backend(format!("NVRTC ({arch}): {e:?}\n{log}")))
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                sys::nvrtcGetCUBINSize(prog, &mut size).result().map_err(|e| nv("cubin size", e)).and_then(|_| {
+                    let mut buf = vec![0u8; size];
+                    sys::nvrtcGetCUBIN(prog, buf.as_mut_ptr() as *mut std::ffi::c_char)
+                        .result()
+                        .map(|_| buf)
+                        .map_err(|e| nv("cubin", e))
+                })
+            }
+        }
+    };
+    // SAFETY: the program is not used after this.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
+
+fn driver_version() -> String {
+    let mut v = 0i32;
+    // SAFETY: the driver library is loaded (checked before any context exists).
+    match unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) }.result() {
+        Ok(()) => format!("{}.{}", v / 1000, (v % 1000) / 10),
+        Err(_) => "unknown".into(),
+    }
+}
+
+fn nvrtc_version() -> String {
+    let (mut a, mut b) = (0i32, 0i32);
+    // SAFETY: NVRTC is loaded (checked by the compile that precedes this).
+    match unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut a, &mut b) }.result() {
+        Ok(()) => format!("{a}.{b}"),
+        Err(_) => "unknown".into(),
+    }
+}
+
 /// A pooled device allocation (returned to its size class on drop).
 pub(crate) struct PoolBuf {
     slice: Option<CudaSlice<u8>>,
@@ -206,16 +261,24 @@ impl Context {
         let stream = ctx.default_stream();
         let (major, minor) = ctx.compute_capability().map_err(|e| driver_err("compute capability", e))?;
         let name = ctx.name().unwrap_or_else(|_| "unknown".into());
-        let arch = format!("compute_{major}{minor}");
-        let ptx = compile(Some(&arch))?;
-        let module = ctx.load_module(ptx).map_err(|e| driver_err("loading the kernels", e))?;
+        // a cubin for this exact architecture: the driver runs it whatever its own version
+        // (PTX from an NVRTC newer than the driver would be refused); PTX when NVRTC cannot
+        // build a cubin for this architecture (a device newer than NVRTC)
+        let image = match compile_cubin(&format!("sm_{major}{minor}")) {
+            Ok(cubin) => cudarc::nvrtc::Ptx::from_binary(cubin),
+            Err(_) => compile(Some(&format!("compute_{major}{minor}")))?,
+        };
+        let module = ctx.load_module(image).map_err(|e| {
+            driver_err(&format!("loading the kernels (driver {}, NVRTC {})", driver_version(), nvrtc_version()), e)
+        })?;
         let mut funcs = HashMap::new();
         for &k in KERNELS {
             funcs.insert(k, module.load_function(k).map_err(|e| driver_err(&format!("kernel {k}"), e))?);
         }
         // SAFETY: only tries to dlopen the library by name.
+        // (a cuBLAS that fails to start leaves the tiled kernel in charge, as a missing one does)
         let blas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
-            Some(Mutex::new(cudarc::cublas::CudaBlas::new(stream.clone()).map_err(|e| driver_err("cuBLAS", e))?))
+            cudarc::cublas::CudaBlas::new(stream.clone()).ok().map(Mutex::new)
         } else {
             None
         };
@@ -269,13 +332,20 @@ impl Context {
     fn release(&self, s: CudaSlice<u8>, bytes: usize) {
         self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.live_buffers.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut p) = self.pool.lock() {
-            p.entry(bytes).or_default().push(s);
+        match self.pool.lock() {
+            Ok(mut p) => p.entry(bytes).or_default().push(s),
+            // a poisoned pool: leak the block rather than free it on a thread where this
+            // context may not be current
+            Err(_) => std::mem::forget(s),
         }
     }
 
-    /// Frees every cached (unused) block.
+    /// Frees every cached (unused) block (binding this context to the calling thread first:
+    /// the frees run on it).
     pub fn trim(&self) {
+        if self.ctx.bind_to_thread().is_err() {
+            return;
+        }
         if let Ok(mut p) = self.pool.lock() {
             p.clear();
         }

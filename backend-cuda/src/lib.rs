@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod context;
 
 use context::PoolBuf;
-pub use context::{compile, driver_present, nvrtc_present, Context, KERNELS, SOURCE};
+pub use context::{compile, compile_cubin, driver_present, nvrtc_present, Context, KERNELS, SOURCE};
 
 /// Threads per block of the elementwise kernels.
 const BLOCK: u32 = 256;
@@ -749,6 +749,9 @@ impl AttnGeom {
         if sk == 0 && sq > 0 {
             return Err(Error::InvalidArgument("attention needs at least one key".into()));
         }
+        if causal && sk < sq {
+            return Err(Error::InvalidArgument(format!("causal attention needs Sk >= Sq, got {sk} < {sq}")));
+        }
         Ok(Self {
             packed: false,
             bh: shape::numel(&q.shape[..r - 2]),
@@ -1059,6 +1062,11 @@ mod tests {
             for k in KERNELS {
                 assert!(src.contains(&format!(".entry {k}(")), "{arch}: kernel {k} missing from the PTX");
             }
+        }
+        // the cubins a device of these architectures loads (no PTX JIT by the driver)
+        for arch in ["sm_80", "sm_90"] {
+            let cubin = compile_cubin(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+            assert_eq!(&cubin[..4], b"\x7fELF", "{arch}: not an ELF cubin");
         }
     }
 

@@ -803,6 +803,9 @@ impl AttnGeom {
         if sk == 0 && sq > 0 {
             return Err(Error::InvalidArgument("attention needs at least one key".into()));
         }
+        if causal && sk < sq {
+            return Err(Error::InvalidArgument(format!("causal attention needs Sk >= Sq, got {sk} < {sq}")));
+        }
         Ok(Self {
             packed: false,
             bh,
