@@ -249,8 +249,10 @@ impl Context {
     /// compiles the kernels for its compute capability and creates a cuBLAS handle when
     /// cuBLAS is installed.
     pub fn new(ordinal: usize) -> Result<Arc<Self>> {
-        preload();
+        // the driver first: without it nothing else is loaded (NVRTC and cuBLAS are large
+        // libraries whose loading is wasted work, and noise under memory checkers)
         let count = driver_present()?;
+        preload();
         if ordinal >= count {
             return Err(unavailable(format!("device {ordinal} requested, {count} present")));
         }
