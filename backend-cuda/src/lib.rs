@@ -14,10 +14,13 @@
 //! "CUDA unavailable", never a panic: the libraries are probed before any driver call.
 //! NVRTC and cuBLAS are found through the loader's path or in `PROTOCELL_CUDA_LIB_DIR`,
 //! `$CUDA_PATH/lib64`, `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`.
+use protocell_core::backend::kernel_abi::{
+    binary_code, broadcast_strides, check_ids, scatter_csr, u32_of, unary_code, AttnGeom, ColonyGeom, Layout,
+};
 use protocell_core::backend::{
     attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
 };
-use protocell_core::cell::{CellMode, CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::{bernoulli_threshold, RngKey};
 use protocell_core::shape;
@@ -151,66 +154,8 @@ impl std::fmt::Debug for CudaIds {
     }
 }
 
-fn u32_of(n: usize, what: &str) -> Result<u32> {
-    u32::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what} {n} exceeds the CUDA backend's 2³² limit")))
-}
-
 fn blocks(n: usize) -> Result<u32> {
     Ok(u32_of(n, "element count")?.div_ceil(BLOCK))
-}
-
-fn unary_code(op: Unary) -> (u32, f32, f32) {
-    match op {
-        Unary::Neg => (0, 0.0, 0.0),
-        Unary::Exp => (1, 0.0, 0.0),
-        Unary::Log => (2, 0.0, 0.0),
-        Unary::Sqrt => (3, 0.0, 0.0),
-        Unary::Rsqrt => (4, 0.0, 0.0),
-        Unary::Recip => (5, 0.0, 0.0),
-        Unary::Abs => (6, 0.0, 0.0),
-        Unary::Square => (7, 0.0, 0.0),
-        Unary::Tanh => (8, 0.0, 0.0),
-        Unary::Sigmoid => (9, 0.0, 0.0),
-        Unary::Erf => (10, 0.0, 0.0),
-        Unary::Relu => (11, 0.0, 0.0),
-        Unary::Gelu => (12, 0.0, 0.0),
-        Unary::Silu => (13, 0.0, 0.0),
-        Unary::Softplus => (14, 0.0, 0.0),
-        Unary::Sin => (15, 0.0, 0.0),
-        Unary::Cos => (16, 0.0, 0.0),
-        Unary::Affine { mul, add } => (17, mul, add),
-        Unary::Powf(e) => (18, e, 0.0),
-        Unary::Clamp { min, max } => (19, min, max),
-    }
-}
-
-fn binary_code(op: Binary) -> u32 {
-    match op {
-        Binary::Add => 0,
-        Binary::Sub => 1,
-        Binary::Mul => 2,
-        Binary::Div => 3,
-        Binary::Max => 4,
-        Binary::Min => 5,
-        Binary::Pow => 6,
-        Binary::Gt => 7,
-        Binary::Ge => 8,
-        Binary::Eq => 9,
-    }
-}
-
-/// Strides of `from` broadcast to `to` (right-aligned; 0 on broadcast axes).
-fn broadcast_strides(from: &[usize], to: &[usize]) -> Vec<usize> {
-    let s = shape::strides(from);
-    let pad = to.len() - from.len();
-    (0..to.len()).map(|i| if i < pad || from[i - pad] == 1 { 0 } else { s[i - pad] }).collect()
-}
-
-fn check_ids(op: &str, ids: &[u32], rows: usize) -> Result<()> {
-    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= rows) {
-        return Err(Error::InvalidArgument(format!("{op}: id {bad} out of range for {rows} rows")));
-    }
-    Ok(())
 }
 
 impl Backend for Cuda {
@@ -455,20 +400,7 @@ impl Backend for Cuda {
     fn scatter_add_rows(src: CudaTensor, ids: CudaIds, rows: usize) -> Result<CudaTensor> {
         let d = *src.shape.last().unwrap_or(&1);
         check_ids("scatter_add_rows", &ids.host, rows)?;
-        // CSR of positions by id, increasing within each id: the CPU's summation order
-        let mut starts = vec![0u32; rows + 1];
-        for &i in ids.host.iter() {
-            starts[i as usize + 1] += 1;
-        }
-        for r in 0..rows {
-            starts[r + 1] += starts[r];
-        }
-        let mut fill = starts.clone();
-        let mut order = vec![0u32; ids.host.len()];
-        for (pos, &i) in ids.host.iter().enumerate() {
-            order[fill[i as usize] as usize] = pos as u32;
-            fill[i as usize] += 1;
-        }
+        let (starts, order) = scatter_csr(&ids.host, rows);
         let n = rows * d;
         let dev = &src.dev;
         let out = dev.alloc(n)?;
@@ -621,8 +553,8 @@ impl NnOps<Cuda> for Cuda {
         causal: bool,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        let g = AttnGeom::plain(&q, &k, &v, causal, scale)?;
-        g.forward(&q, &k, &v, None)
+        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
+        attn_forward(&g, &q, &k, &v, None)
     }
     fn attention_bwd(
         q: CudaTensor,
@@ -634,25 +566,18 @@ impl NnOps<Cuda> for Cuda {
         causal: bool,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-        let g = AttnGeom::plain(&q, &k, &v, causal, scale)?;
+        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
         let dev = &q.dev;
         let (dq, dk, dv) =
             (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
-        g.backward(&q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
-        let with_rows = |t: &CudaTensor, rows: usize, w: usize| {
-            let mut s = t.shape[..t.shape.len() - 2].to_vec();
-            s.extend([rows, w]);
-            s
-        };
-        Ok((
-            dev.tensor(dq, q.shape.clone()),
-            dev.tensor(dk, with_rows(&k, g.sk, g.d)),
-            dev.tensor(dv, with_rows(&v, g.sk, g.dv)),
-        ))
+        attn_backward(&g, &q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
+        let (dk_shape, dv_shape) = g.grad_shapes(&k.shape, &v.shape);
+        Ok((dev.tensor(dq, q.shape.clone()), dev.tensor(dk, dk_shape), dev.tensor(dv, dv_shape)))
     }
     fn self_attention_fwd(qkv: CudaTensor, spec: &AttnSpec) -> Result<(CudaTensor, CudaTensor)> {
-        let (g, mask) = AttnGeom::packed(&qkv, spec)?;
-        g.forward(&qkv, &qkv, &qkv, mask.as_ref())
+        let g = AttnGeom::packed(&qkv.shape, spec)?;
+        let mask = packed_mask(&g, spec, &qkv.dev)?;
+        attn_forward(&g, &qkv, &qkv, &qkv, mask.as_ref())
     }
     fn self_attention_bwd(
         qkv: CudaTensor,
@@ -661,9 +586,10 @@ impl NnOps<Cuda> for Cuda {
         dout: CudaTensor,
         spec: &AttnSpec,
     ) -> Result<CudaTensor> {
-        let (g, mask) = AttnGeom::packed(&qkv, spec)?;
+        let g = AttnGeom::packed(&qkv.shape, spec)?;
+        let mask = packed_mask(&g, spec, &qkv.dev)?;
         let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
-        g.backward(&qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
+        attn_backward(&g, &qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
         Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
     }
     fn cross_entropy_fwd(logits: CudaTensor, targets: CudaIds) -> Result<(CudaTensor, CudaTensor)> {
@@ -718,197 +644,82 @@ impl NnOps<Cuda> for Cuda {
     }
 }
 
-/// Where the rows of one attention operand live: `[base, batch stride, head stride, row
-/// stride]` in elements (see `kernels/attention.cu`).
-type Layout = [usize; 4];
-
-/// The geometry of one attention call (as the wgpu backend's).
-struct AttnGeom {
-    packed: bool,
-    bh: usize,
-    heads: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    dv: usize,
-    causal: bool,
-    scale: f32,
-    q: Layout,
-    k: Layout,
-    v: Layout,
-    o: Layout,
+/// The dropout mask of a packed attention call (`None` without dropout).
+fn packed_mask(g: &AttnGeom, spec: &AttnSpec, dev: &CudaDevice) -> Result<Option<CudaTensor>> {
+    match &spec.dropout {
+        Some(dr) if dr.p > 0.0 => Ok(Some(attention_dropout_mask::<Cuda>(dr, g.mask_shape(), dev)?)),
+        _ => Ok(None),
+    }
 }
 
-impl AttnGeom {
-    fn plain(q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool, scale: f32) -> Result<Self> {
-        let r = q.shape.len();
-        if r < 2 || k.shape.len() != r || v.shape.len() != r {
-            return Err(Error::InvalidArgument("attention needs q, k, v of one rank >= 2".into()));
-        }
-        let (sq, d, sk, dv) = (q.shape[r - 2], q.shape[r - 1], k.shape[r - 2], v.shape[r - 1]);
-        if sk == 0 && sq > 0 {
-            return Err(Error::InvalidArgument("attention needs at least one key".into()));
-        }
-        if causal && sk < sq {
-            return Err(Error::InvalidArgument(format!("causal attention needs Sk >= Sq, got {sk} < {sq}")));
-        }
-        Ok(Self {
-            packed: false,
-            bh: shape::numel(&q.shape[..r - 2]),
-            heads: 1,
-            sq,
-            sk,
-            d,
-            dv,
-            causal,
-            scale,
-            q: [0, sq * d, 0, d],
-            k: [0, sk * d, 0, d],
-            v: [0, sk * dv, 0, dv],
-            o: [0, sq * dv, 0, dv],
-        })
-    }
+/// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
+#[allow(clippy::too_many_arguments)]
+fn attn_apply(
+    g: &AttnGeom,
+    dev: &CudaDevice,
+    a: u64,
+    a_off: usize,
+    trans: bool,
+    x: (u64, &Layout),
+    out: (u64, &Layout),
+    width: usize,
+) -> Result<()> {
+    let (p, total) = g.apply_params(a_off, trans, x.1, out.1, width)?;
+    dev.launch_n("attention_apply", &[a, x.0, out.0], &p, total)
+}
 
-    fn packed(qkv: &CudaTensor, spec: &AttnSpec) -> Result<(Self, Option<CudaTensor>)> {
-        let bad = || Error::InvalidArgument(format!("self-attention needs qkv [B, S, 3, H, Dh], got {:?}", qkv.shape));
-        let [b, s, three, h, dh] = qkv.shape[..] else { return Err(bad()) };
-        if three != 3 {
-            return Err(bad());
-        }
-        let row = 3 * h * dh;
-        let mask = match &spec.dropout {
-            Some(dr) if dr.p > 0.0 => Some(attention_dropout_mask::<Cuda>(dr, [b, h, s, s], &qkv.dev)?),
-            _ => None,
-        };
-        let g = Self {
-            packed: true,
-            bh: b * h,
-            heads: h,
-            sq: s,
-            sk: s,
-            d: dh,
-            dv: dh,
-            causal: spec.causal,
-            scale: spec.scale,
-            q: [0, s * row, dh, row],
-            k: [h * dh, s * row, dh, row],
-            v: [2 * h * dh, s * row, dh, row],
-            o: [0, s * h * dh, dh, h * dh],
-        };
-        Ok((g, mask))
-    }
-
-    fn params(&self, rows: usize, mask: bool) -> Result<Vec<u32>> {
-        let mut p = vec![
-            u32_of(rows, "rows")?,
-            u32_of(self.sq, "queries")?,
-            u32_of(self.sk, "keys")?,
-            u32_of(self.d, "width")?,
-            u32_of(self.heads, "heads")?,
-            self.causal as u32,
-            self.scale.to_bits(),
-            mask as u32,
-        ];
-        for l in [&self.q, &self.k, &self.v, &self.o] {
-            for &x in l {
-                p.push(u32_of(x, "offset")?);
-            }
-        }
-        p.push(u32_of(self.dv, "width")?);
-        Ok(p)
-    }
-
-    /// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        dev: &CudaDevice,
-        a: u64,
-        a_off: usize,
-        trans: bool,
-        x: (u64, &Layout),
-        out: (u64, &Layout),
-        width: usize,
-    ) -> Result<()> {
-        let rows = if trans { self.sk } else { self.sq };
-        let total = self.bh * rows * width;
-        let mut p = vec![
-            u32_of(total, "elements")?,
-            u32_of(rows, "rows")?,
-            u32_of(width, "width")?,
-            u32_of(self.heads, "heads")?,
-            trans as u32,
-            u32_of(self.sq, "queries")?,
-            u32_of(self.sk, "keys")?,
-            u32_of(a_off, "offset")?,
-        ];
-        for &v in x.1.iter().chain(out.1.iter()) {
-            p.push(u32_of(v, "offset")?);
-        }
-        dev.launch_n("attention_apply", &[a, x.0, out.0], &p, total)
-    }
-
-    fn forward(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        v: &CudaTensor,
-        mask: Option<&CudaTensor>,
-    ) -> Result<(CudaTensor, CudaTensor)> {
-        let dev = &q.dev;
-        let rows = self.bh * self.sq;
-        let (o, lse) = (dev.alloc(rows * self.dv)?, dev.alloc(rows)?);
-        if rows > 0 && self.dv > 0 {
-            let pr = dev.alloc(rows * self.sk)?;
-            let p = self.params(rows, mask.is_some())?;
-            let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
-            dev.launch_rows("attention", &[q.ptr(), k.ptr(), m, pr.ptr(), lse.ptr()], &p, rows)?;
-            self.apply(dev, pr.ptr(), 0, false, (v.ptr(), &self.v), (o.ptr(), &self.o), self.dv)?;
-        }
-        let (o_shape, lse_shape) = if !self.packed {
-            let lead = &q.shape[..q.shape.len() - 1];
-            let mut s = lead.to_vec();
-            s.push(self.dv);
-            let mut l = lead.to_vec();
-            l.push(1);
-            (s, l)
-        } else {
-            let b = self.bh / self.heads;
-            (vec![b, self.sq, self.heads, self.dv], vec![b, self.heads, self.sq, 1])
-        };
-        Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &self,
-        q: &CudaTensor,
-        k: &CudaTensor,
-        v: &CudaTensor,
-        lse: &CudaTensor,
-        dout: &CudaTensor,
-        mask: Option<&CudaTensor>,
-        out: [&PoolBuf; 3],
-    ) -> Result<()> {
-        let dev = &q.dev;
-        let rows = self.bh * self.sq;
-        if rows == 0 || self.sk == 0 {
-            return Ok(());
-        }
-        let n = rows * self.sk;
-        let pd = dev.alloc(2 * n)?;
-        let p = self.params(rows, mask.is_some())?;
+/// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
+fn attn_forward(
+    g: &AttnGeom,
+    q: &CudaTensor,
+    k: &CudaTensor,
+    v: &CudaTensor,
+    mask: Option<&CudaTensor>,
+) -> Result<(CudaTensor, CudaTensor)> {
+    let dev = &q.dev;
+    let rows = g.rows();
+    let (o, lse) = (dev.alloc(rows * g.dv)?, dev.alloc(rows)?);
+    if rows > 0 && g.dv > 0 {
+        let pr = dev.alloc(rows * g.sk)?;
+        let p = g.params(mask.is_some())?;
         let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
-        dev.launch_rows("attention_bwd", &[q.ptr(), k.ptr(), v.ptr(), dout.ptr(), lse.ptr(), m, pd.ptr()], &p, rows)?;
-        if self.dv > 0 {
-            self.apply(dev, pd.ptr(), 0, true, (dout.ptr(), &self.o), (out[2].ptr(), &self.v), self.dv)?;
-        }
-        if self.d > 0 {
-            self.apply(dev, pd.ptr(), n, false, (k.ptr(), &self.k), (out[0].ptr(), &self.q), self.d)?;
-            self.apply(dev, pd.ptr(), n, true, (q.ptr(), &self.q), (out[1].ptr(), &self.k), self.d)?;
-        }
-        Ok(())
+        dev.launch_rows("attention", &[q.ptr(), k.ptr(), m, pr.ptr(), lse.ptr()], &p, rows)?;
+        attn_apply(g, dev, pr.ptr(), 0, false, (v.ptr(), &g.v), (o.ptr(), &g.o), g.dv)?;
     }
+    let (o_shape, lse_shape) = g.out_shapes(&q.shape);
+    Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
+}
+
+/// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one buffer thrice for packed).
+#[allow(clippy::too_many_arguments)]
+fn attn_backward(
+    g: &AttnGeom,
+    q: &CudaTensor,
+    k: &CudaTensor,
+    v: &CudaTensor,
+    lse: &CudaTensor,
+    dout: &CudaTensor,
+    mask: Option<&CudaTensor>,
+    out: [&PoolBuf; 3],
+) -> Result<()> {
+    let dev = &q.dev;
+    let rows = g.rows();
+    if rows == 0 || g.sk == 0 {
+        return Ok(());
+    }
+    let n = rows * g.sk;
+    let pd = dev.alloc(2 * n)?;
+    let p = g.params(mask.is_some())?;
+    let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
+    dev.launch_rows("attention_bwd", &[q.ptr(), k.ptr(), v.ptr(), dout.ptr(), lse.ptr(), m, pd.ptr()], &p, rows)?;
+    if g.dv > 0 {
+        attn_apply(g, dev, pd.ptr(), 0, true, (dout.ptr(), &g.o), (out[2].ptr(), &g.v), g.dv)?;
+    }
+    if g.d > 0 {
+        attn_apply(g, dev, pd.ptr(), n, false, (k.ptr(), &g.k), (out[0].ptr(), &g.q), g.d)?;
+        attn_apply(g, dev, pd.ptr(), n, true, (q.ptr(), &g.q), (out[1].ptr(), &g.k), g.d)?;
+    }
+    Ok(())
 }
 
 /// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward.
@@ -920,14 +731,15 @@ impl CellOps<Cuda> for Cuda {
         coeffs: CudaTensor,
         spec: &ColonySpec,
     ) -> Result<ColonyOut<Cuda>> {
-        let c = ColonyCall::new(&h0, &w0, &stim, &coeffs, spec)?;
+        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
         let dev = &h0.dev;
         let (t, n) = (c.t, c.n);
         let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
         if t > 0 && n > 0 {
+            let sc = colony_sc(&coeffs, &stim, &c)?;
             let stride = c.stride_fwd();
             let work = dev.alloc(t * stride)?;
-            let ptrs = [h0.ptr(), w0.ptr(), c.sc.ptr(), h.ptr(), w.ptr(), alive.ptr(), work.ptr()];
+            let ptrs = [h0.ptr(), w0.ptr(), sc.ptr(), h.ptr(), w.ptr(), alive.ptr(), work.ptr()];
             dev.launch_n("colony_fwd", &ptrs, &c.params(stride)?, t)?;
         }
         Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
@@ -941,24 +753,20 @@ impl CellOps<Cuda> for Cuda {
         dh: CudaTensor,
         dw: CudaTensor,
     ) -> Result<ColonyGrads<Cuda>> {
-        let c = ColonyCall::new(&h0, &w0, &stim, &coeffs, spec)?;
-        if dh.shape != h0.shape || dw.shape != w0.shape {
-            return Err(Error::InvalidArgument(format!(
-                "colony_bwd: gradients {:?}, {:?} do not match the states {:?}, {:?}",
-                dh.shape, dw.shape, h0.shape, w0.shape
-            )));
-        }
+        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
+        c.check_grads(&dh.shape, &dw.shape)?;
         let dev = &h0.dev;
         let (t, n) = (c.t, c.n);
         if t == 0 || n == 0 {
             let z = |s: &[usize]| Self::full(0.0, s, dev);
             return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
         }
-        let parts = [t * 4 * n, t * n * n, t * n, t * N_COEFFS];
+        let parts = c.grad_parts();
         let gout = dev.alloc(parts.iter().sum())?;
-        let stride = c.stride_fwd() + 20 * n + 2 * n * n + n;
+        let sc = colony_sc(&coeffs, &stim, &c)?;
+        let stride = c.stride_bwd();
         let work = dev.alloc(t * stride)?;
-        let ptrs = [h0.ptr(), w0.ptr(), c.sc.ptr(), dh.ptr(), dw.ptr(), gout.ptr(), work.ptr()];
+        let ptrs = [h0.ptr(), w0.ptr(), sc.ptr(), dh.ptr(), dw.ptr(), gout.ptr(), work.ptr()];
         dev.launch_n("colony_bwd", &ptrs, &c.params(stride)?, t)?;
         let mut at = 0;
         let mut split = Vec::with_capacity(4);
@@ -975,67 +783,13 @@ impl CellOps<Cuda> for Cuda {
     }
 }
 
-/// Shapes, constants and the packed `[coefficients | stimulus]` buffer of one colony call.
-struct ColonyCall {
-    t: usize,
-    n: usize,
-    spec: ColonySpec,
-    sc: Arc<PoolBuf>,
-}
-
-impl ColonyCall {
-    fn new(
-        h0: &CudaTensor,
-        w0: &CudaTensor,
-        stim: &CudaTensor,
-        coeffs: &CudaTensor,
-        spec: &ColonySpec,
-    ) -> Result<Self> {
-        spec.validate()?;
-        let [t, n, 4] = h0.shape[..] else {
-            return Err(Error::InvalidArgument(format!("colony: h0 must be [T, N, 4], got {:?}", h0.shape)));
-        };
-        if w0.shape != [t, n, n] || stim.shape != [t, n] || coeffs.shape != [N_COEFFS] {
-            return Err(Error::InvalidArgument(format!(
-                "colony: expected w0 [{t}, {n}, {n}], stim [{t}, {n}], coeffs [{N_COEFFS}]; got {:?}, {:?}, {:?}",
-                w0.shape, stim.shape, coeffs.shape
-            )));
-        }
-        let dev = &h0.dev;
-        let sc = dev.alloc(N_COEFFS + t * n)?;
-        dev.ctx.copy_words(&coeffs.buf, 0, &sc, 0, N_COEFFS)?;
-        dev.ctx.copy_words(&stim.buf, 0, &sc, N_COEFFS, t * n)?;
-        Ok(Self { t, n, spec: *spec, sc })
-    }
-
-    /// Floats of one token's forward trajectory and scratch (see `kernels/colony.cu`).
-    fn stride_fwd(&self) -> usize {
-        let n = self.n;
-        (self.spec.steps + 1) * (5 * n + n * n) + 10 * n
-    }
-
-    fn params(&self, stride: usize) -> Result<Vec<u32>> {
-        let s = &self.spec;
-        let mode = match s.mode {
-            CellMode::AsCoded => 0,
-            CellMode::AsDescribed => 1,
-            CellMode::Sound => 2,
-        };
-        let (rate, threshold) = s.pruning.map_or((0.0f32, 0.0f32), |p| (p.rate, p.threshold));
-        Ok(vec![
-            u32_of(self.t, "tokens")?,
-            u32_of(self.n, "blocks")?,
-            u32_of(s.steps, "steps")?,
-            mode,
-            s.dt.to_bits(),
-            s.row_eps.to_bits(),
-            s.sharpness.to_bits(),
-            s.pruning.is_some() as u32,
-            rate.to_bits(),
-            threshold.to_bits(),
-            u32_of(stride, "stride")?,
-        ])
-    }
+/// The packed `[coefficients | stimulus]` buffer the colony kernels read (`sc`).
+fn colony_sc(coeffs: &CudaTensor, stim: &CudaTensor, g: &ColonyGeom) -> Result<Arc<PoolBuf>> {
+    let dev = &coeffs.dev;
+    let sc = dev.alloc(N_COEFFS + g.t * g.n)?;
+    dev.ctx.copy_words(&coeffs.buf, 0, &sc, 0, N_COEFFS)?;
+    dev.ctx.copy_words(&stim.buf, 0, &sc, N_COEFFS, g.t * g.n)?;
+    Ok(sc)
 }
 
 #[cfg(test)]

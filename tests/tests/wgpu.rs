@@ -45,27 +45,8 @@ fn wgpu_gradients_match_finite_differences() {
 /// on the other and generates the same tokens at temperature 0.
 #[test]
 fn wgpu_trains_every_model_and_checkpoints_cross_backends() {
-    use protocell_runtime::infer::Sampling;
-    use protocell_runtime::{load_model, new_session, Device};
     if device().is_none() {
         return;
     }
-    for model in ["gpt", "cell-token", "cellular-transformer"] {
-        let mut on_gpu = new_session(protocell_tests::tiny_run(model), Device::Wgpu(0)).unwrap();
-        let mut on_cpu = new_session(protocell_tests::tiny_run(model), Device::Cpu).unwrap();
-        let mut losses = Vec::new();
-        for _ in 0..12 {
-            let (g, c) = (on_gpu.train_step().unwrap().loss, on_cpu.train_step().unwrap().loss);
-            assert!((g - c).abs() < 2e-3 * c.abs().max(1.0), "{model}: wgpu loss {g} vs cpu {c}");
-            losses.push(g);
-        }
-        assert!(losses[11] < losses[0] - 0.1, "{model}: {losses:?}");
-        let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
-        let prompt = on_cpu.tokenizer().encode("the ").unwrap();
-        for ckpt in [on_gpu.checkpoint().unwrap(), on_cpu.checkpoint().unwrap()] {
-            let a = load_model(&ckpt, Device::Cpu).unwrap().generate(&prompt, 16, &greedy).unwrap();
-            let b = load_model(&ckpt, Device::Wgpu(0)).unwrap().generate(&prompt, 16, &greedy).unwrap();
-            assert_eq!(a, b, "{model}: greedy tokens differ between backends");
-        }
-    }
+    protocell_tests::trains_every_model_and_checkpoints_cross_backends(protocell_runtime::Device::Wgpu(0));
 }

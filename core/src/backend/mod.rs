@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 use core::fmt::Debug;
 
 mod composite;
+pub mod kernel_abi;
 mod nn_ops;
 
 pub use crate::rng::Dist;
