@@ -14,11 +14,12 @@
 //! Validation errors, out-of-memory and a lost device come back as `Err`s from the op that
 //! met them.
 use protocell_core::backend::kernel_abi::{
-    binary_code, broadcast_strides, check_ids, scatter_csr, u32_of, unary_code, AttnGeom, ColonyGeom, Layout,
+    binary_code, broadcast_strides, check_ids, scatter_csr, u32_of, unary_code, AttnGeom, Layout,
 };
 use protocell_core::backend::{
     attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
 };
+use protocell_core::cell::kernel::ColonyGeom;
 use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::{bernoulli_threshold, RngKey};

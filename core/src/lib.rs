@@ -37,3 +37,10 @@ pub use backend::{Backend, Binary, Dist, NnOps, Reduce, Unary};
 pub use error::{Error, Result};
 pub use rng::RngKey;
 pub use tensor::{Ids, Tensor};
+
+/// A backend that runs every op family of this build (the primitives, [`NnOps`] and each
+/// domain family such as [`cell::CellOps`]): one bound for code that uses them all, such as
+/// the conformance suite and the model registry. Implemented for every such backend.
+pub trait AllOps: Backend + cell::CellOps<Self> {}
+
+impl<B: Backend + cell::CellOps<B>> AllOps for B {}

@@ -572,21 +572,6 @@ impl<B: Backend> Tensor<B> {
         Ok(Self::from_prim(o))
     }
 
-    /// `K` inner steps of a cell colony per token (see [`crate::cell`]): `h0: [T, N, 4]`,
-    /// `w0: [T, N, N]`, `stim: [T, N]`, `coeffs: [9]`; returns `(h_K, W_K, alive: [T, N])`.
-    pub fn colony(
-        h0: &Self,
-        w0: &Self,
-        stim: &Self,
-        coeffs: &Self,
-        spec: &crate::cell::ColonySpec,
-    ) -> Result<(Self, Self, Self)> {
-        spec.validate()?;
-        crate::cell::composite::check_shapes::<B>(&h0.prim, &w0.prim, &stim.prim, &coeffs.prim)?;
-        let (h, w, a) = B::colony_fwd(h0.prim.clone(), w0.prim.clone(), stim.prim.clone(), coeffs.prim.clone(), spec)?;
-        Ok((Self::from_prim(h), Self::from_prim(w), Self::from_prim(a)))
-    }
-
     /// Mean cross-entropy of `self: [N, V]` logits against `targets: [N]`; a rank-0 tensor.
     pub fn cross_entropy(&self, targets: &Ids<B>) -> Result<Self> {
         if self.rank() != 2 || targets.shape() != [self.shape()[0]] || self.shape()[0] == 0 || self.shape()[1] == 0 {

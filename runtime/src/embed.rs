@@ -478,7 +478,7 @@ pub trait ColonyHandle: Send {
     fn set_mucus(&mut self, w: &[f32]) -> Result<()>;
 }
 
-impl<B: Backend> ColonyHandle for Colony<B>
+impl<B: Backend + protocell_core::cell::CellOps<B>> ColonyHandle for Colony<B>
 where
     Tensor<B>: Send,
 {

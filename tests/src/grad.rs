@@ -14,9 +14,9 @@ use crate::reference::H;
 use crate::suite::arb_h;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use protocell_core::backend::{Backend, Binary, Reduce, Unary};
+use protocell_core::backend::{Binary, Reduce, Unary};
 use protocell_core::error::Result;
-use protocell_core::{Autodiff, Ids, Tensor};
+use protocell_core::{AllOps, Autodiff, Ids, Tensor};
 
 /// A differentiable op under test.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub struct GradCase {
 }
 
 /// Applies `op` with the shape-checked tensor API.
-pub fn apply<B: Backend>(op: &GradOp, x: &[Tensor<B>]) -> Result<Tensor<B>> {
+pub fn apply<B: AllOps>(op: &GradOp, x: &[Tensor<B>]) -> Result<Tensor<B>> {
     let dev = x[0].device();
     match op {
         GradOp::Unary(u) => x[0].unary(*u),
@@ -78,7 +78,7 @@ pub fn apply<B: Backend>(op: &GradOp, x: &[Tensor<B>]) -> Result<Tensor<B>> {
         GradOp::Linear(bias) => x[0].linear(&x[1], if *bias { Some(&x[2]) } else { None }),
         GradOp::SelfAttention(spec) => Tensor::self_attention(&x[0], spec),
         GradOp::Colony(spec) => {
-            let (h, w, _) = Tensor::colony(&x[0], &x[1], &x[2], &x[3], spec)?;
+            let (h, w, _) = protocell_core::cell::colony(&x[0], &x[1], &x[2], &x[3], spec)?;
             let (t, n) = (h.shape()[0], h.shape()[1]);
             Tensor::cat(&[h.reshape(&[t, 4 * n])?, w.reshape(&[t, n * n])?], 1)
         }
@@ -90,7 +90,7 @@ fn weighted_sum(out: &[f32], w: &[f32]) -> f64 {
 }
 
 /// Autodiff gradients of `L = Σ w·op(x)` against central differences, on backend `B`.
-pub fn check<B: Backend>(case: &GradCase, dev: &B::Device) -> std::result::Result<(), String> {
+pub fn check<B: AllOps>(case: &GradCase, dev: &B::Device) -> std::result::Result<(), String> {
     let h = 1e-2f32;
     let e = |e: protocell_core::Error| e.to_string();
     let params: Vec<Tensor<Autodiff<B>>> = case
@@ -361,7 +361,7 @@ pub fn arb_grad_case() -> impl Strategy<Value = GradCase> {
 }
 
 /// Runs [`check`] on `cases` generated cases.
-pub fn run_property<B: Backend>(dev: &B::Device, cases: u32) -> std::result::Result<(), String> {
+pub fn run_property<B: AllOps>(dev: &B::Device, cases: u32) -> std::result::Result<(), String> {
     let mut runner = crate::runner(cases);
     runner
         .run(&arb_grad_case(), |c| check::<B>(&c, dev).map_err(|e| TestCaseError::fail(format!("{:?}: {e}", c.op))))

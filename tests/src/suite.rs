@@ -8,6 +8,7 @@ use protocell_core::backend::{self as be, AdamWStep, AttnDropout, AttnSpec, Back
 use protocell_core::cell::{self, CellMode, ColonySpec, Pruning};
 use protocell_core::error::Result;
 use protocell_core::rng::RngKey;
+use protocell_core::AllOps;
 use protocell_cpu::{Cpu, CpuDevice};
 
 /// One operation with host inputs.
@@ -105,7 +106,7 @@ pub enum Path {
 }
 
 /// Runs `case` on backend `B`; returns every output in a fixed order.
-pub fn run<B: Backend>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec<H>> {
+pub fn run<B: AllOps>(case: &OpCase, dev: &B::Device, path: Path) -> Result<Vec<H>> {
     let c = path == Path::Composite;
     let u = |h: &H| up::<B>(h, dev);
     let out: Vec<B::Tensor> = match case {
@@ -299,7 +300,7 @@ fn compare(what: &str, got: &[H], want: &[H], tol: Tol) -> std::result::Result<(
 }
 
 /// Backend `B` against the CPU reference backend on one case.
-pub fn check_vs_cpu<B: Backend>(case: &OpCase, dev: &B::Device, tol: Tol) -> std::result::Result<(), String> {
+pub fn check_vs_cpu<B: AllOps>(case: &OpCase, dev: &B::Device, tol: Tol) -> std::result::Result<(), String> {
     let got = run::<B>(case, dev, Path::Native).map_err(|e| format!("{}: {e}", B::name()))?;
     let want = run::<Cpu>(case, &CpuDevice, Path::Native).map_err(|e| format!("cpu: {e}"))?;
     if got.len() != want.len() {
@@ -309,7 +310,7 @@ pub fn check_vs_cpu<B: Backend>(case: &OpCase, dev: &B::Device, tol: Tol) -> std
 }
 
 /// A fused kernel of `B` against `B`'s own primitive composition on one case.
-pub fn check_fused<B: Backend>(case: &OpCase, dev: &B::Device, tol: Tol) -> std::result::Result<(), String> {
+pub fn check_fused<B: AllOps>(case: &OpCase, dev: &B::Device, tol: Tol) -> std::result::Result<(), String> {
     let got = run::<B>(case, dev, Path::Native).map_err(|e| e.to_string())?;
     let want = run::<B>(case, dev, Path::Composite).map_err(|e| e.to_string())?;
     compare(&format!("{} fused vs composite", B::name()), &got, &want, tol)

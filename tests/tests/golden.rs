@@ -96,7 +96,8 @@ fn losses_and_logits_match_the_recorded_bits() {
         eprintln!("golden: recorded on {}, this CPU is {}: comparing to 1e-5 relative", want["simd"], got["simd"]);
     }
     let f = |v: &Value| f64::from_bits(v.as_str().unwrap().parse().unwrap());
-    let close = |a: f64, b: f64| if exact { a.to_bits() == b.to_bits() } else { (a - b).abs() <= 1e-5 * b.abs().max(1.0) };
+    let close =
+        |a: f64, b: f64| if exact { a.to_bits() == b.to_bits() } else { (a - b).abs() <= 1e-5 * b.abs().max(1.0) };
     let runs = want["runs"].as_object().unwrap();
     assert_eq!(runs.len(), got["runs"].as_object().unwrap().len(), "the set of model × preset runs changed");
     for (name, w) in runs {

@@ -49,24 +49,30 @@ impl<B: Backend> fmt::Debug for Autodiff<B> {
 }
 
 /// Inputs that need a gradient, positionally.
-pub(crate) type Needs = [bool];
+pub type Needs = [bool];
 type BackwardFn<B> =
-    Box<dyn FnOnce(<B as Backend>::Tensor, &Needs) -> Result<Vec<Option<<B as Backend>::Tensor>>> + Send>;
+    Box<dyn FnOnce(Vec<Option<<B as Backend>::Tensor>>, &Needs) -> Result<Vec<Option<<B as Backend>::Tensor>>> + Send>;
 
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
+/// One operation in the graph. It may have several outputs (a fused op such as the colony
+/// update returns its states and its mucus); each output tensor names `(node, index)`.
 pub(crate) struct Node<B: Backend> {
     id: usize,
     leaf: bool,
-    parents: Vec<Option<Arc<Node<B>>>>,
+    outputs: usize,
+    parents: Vec<Option<Edge<B>>>,
     step: spin::Mutex<Option<BackwardFn<B>>>,
 }
 
+/// Output `.1` of node `.0`.
+type Edge<B> = (Arc<Node<B>>, usize);
+
 /// Tensor primitive of [`Autodiff<B>`]: the inner value plus, when it requires a gradient,
-/// its node in the graph.
+/// the graph node that produced it and which of its outputs it is.
 pub struct AdTensor<B: Backend> {
     pub(crate) primal: B::Tensor,
-    pub(crate) node: Option<Arc<Node<B>>>,
+    pub(crate) node: Option<Edge<B>>,
 }
 
 impl<B: Backend> Clone for AdTensor<B> {
@@ -82,28 +88,60 @@ impl<B: Backend> fmt::Debug for AdTensor<B> {
 }
 
 impl<B: Backend> AdTensor<B> {
-    pub(crate) fn constant(primal: B::Tensor) -> Self {
+    /// A value with no gradient.
+    pub fn constant(primal: B::Tensor) -> Self {
         Self { primal, node: None }
+    }
+    /// The inner value.
+    pub fn primal(&self) -> &B::Tensor {
+        &self.primal
+    }
+    /// True when this value is part of a gradient graph.
+    pub fn tracked(&self) -> bool {
+        self.node.is_some()
     }
 }
 
 /// Records `primal` as the output of an op with the given inputs. When no input requires a
-/// gradient the output is a constant and `step` is dropped unrun.
+/// gradient the output is a constant and `step` is dropped unrun. `step(dy, needs)` returns
+/// one gradient per input (`None` where `needs` is false).
 pub(crate) fn record<B: Backend>(
     primal: B::Tensor,
     inputs: &[&AdTensor<B>],
     step: impl FnOnce(B::Tensor, &Needs) -> Result<Vec<Option<B::Tensor>>> + Send + 'static,
 ) -> AdTensor<B> {
+    let mut out = record_multi(vec![primal], inputs, move |mut gs: Vec<Option<B::Tensor>>, needs: &Needs| {
+        // a single-output node is only run when its output has a gradient
+        let g = gs.pop().flatten().ok_or_else(|| Error::Backend("backward: missing output gradient".into()))?;
+        step(g, needs)
+    });
+    out.pop().expect("one output")
+}
+
+/// Records an op with several outputs `primals` (one graph node; the gradients of all its
+/// outputs reach one call of `step`). `step(dys, needs)` receives one entry per output —
+/// `None` for an output that no gradient reached (treat it as zeros) — and returns one
+/// gradient per input (`None` where `needs` is false). When no input requires a gradient the
+/// outputs are constants and `step` is dropped unrun.
+///
+/// This is how an op family declared outside the autodiff module (`cell::CellOps`, ...)
+/// records its fused backward.
+pub fn record_multi<B: Backend>(
+    primals: Vec<B::Tensor>,
+    inputs: &[&AdTensor<B>],
+    step: impl FnOnce(Vec<Option<B::Tensor>>, &Needs) -> Result<Vec<Option<B::Tensor>>> + Send + 'static,
+) -> Vec<AdTensor<B>> {
     if inputs.iter().all(|t| t.node.is_none()) {
-        return AdTensor::constant(primal);
+        return primals.into_iter().map(AdTensor::constant).collect();
     }
-    let node = Node {
+    let node = Arc::new(Node {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         leaf: false,
+        outputs: primals.len(),
         parents: inputs.iter().map(|t| t.node.clone()).collect(),
         step: spin::Mutex::new(Some(Box::new(step))),
-    };
-    AdTensor { primal, node: Some(Arc::new(node)) }
+    });
+    primals.into_iter().enumerate().map(|(i, primal)| AdTensor { primal, node: Some((node.clone(), i)) }).collect()
 }
 
 /// Gradients of the leaves (parameters) reached by one backward pass, keyed by leaf.
@@ -167,14 +205,15 @@ impl<B: Backend> AutodiffBackend for Autodiff<B> {
         let node = Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             leaf: true,
+            outputs: 1,
             parents: Vec::new(),
             step: spin::Mutex::new(None),
         };
-        AdTensor { primal: t, node: Some(Arc::new(node)) }
+        AdTensor { primal: t, node: Some((Arc::new(node), 0)) }
     }
 
     fn leaf_id(t: &AdTensor<B>) -> Option<usize> {
-        t.node.as_ref().map(|n| n.id)
+        t.node.as_ref().map(|(n, _)| n.id)
     }
 
     fn backward(loss: AdTensor<B>) -> Result<Gradients<B>> {
@@ -182,22 +221,25 @@ impl<B: Backend> AutodiffBackend for Autodiff<B> {
         if shape::numel(&shape) != 1 {
             return Err(Error::InvalidArgument(format!("backward needs a one-element loss, got shape {shape:?}")));
         }
-        let root = loss
+        let (root, root_out) = loss
             .node
             .ok_or_else(|| Error::InvalidArgument("backward: the loss does not depend on any parameter".into()))?;
         let seed = B::full(1.0, &shape, &B::device(&loss.primal))?;
         drop(loss.primal);
         let order = topo_order(&root);
+        let mut pending: BTreeMap<(usize, usize), B::Tensor> = BTreeMap::new();
+        pending.insert((root.id, root_out), seed);
         drop(root);
-        let mut pending: BTreeMap<usize, B::Tensor> = BTreeMap::new();
-        pending.insert(order.last().map(|n| n.id).unwrap_or(0), seed);
         let mut leaves = BTreeMap::new();
         for node in order.into_iter().rev() {
-            let Some(g) = pending.remove(&node.id) else {
+            let mut dys: Vec<Option<B::Tensor>> = (0..node.outputs).map(|k| pending.remove(&(node.id, k))).collect();
+            if dys.iter().all(Option::is_none) {
                 continue;
-            };
+            }
             if node.leaf {
-                leaves.insert(node.id, g);
+                if let Some(g) = dys.pop().flatten() {
+                    leaves.insert(node.id, g);
+                }
                 continue;
             }
             let step = node
@@ -206,7 +248,7 @@ impl<B: Backend> AutodiffBackend for Autodiff<B> {
                 .take()
                 .ok_or_else(|| Error::InvalidArgument("backward: this graph was already consumed".into()))?;
             let needs: Vec<bool> = node.parents.iter().map(Option::is_some).collect();
-            let grads = step(g, &needs)?;
+            let grads = step(dys, &needs)?;
             if grads.len() != node.parents.len() {
                 return Err(Error::Backend(format!(
                     "backward step returned {} gradients for {} inputs",
@@ -215,12 +257,12 @@ impl<B: Backend> AutodiffBackend for Autodiff<B> {
                 )));
             }
             for (parent, grad) in node.parents.iter().zip(grads) {
-                if let (Some(p), Some(g)) = (parent, grad) {
-                    let acc = match pending.remove(&p.id) {
+                if let (Some((p, k)), Some(g)) = (parent, grad) {
+                    let acc = match pending.remove(&(p.id, *k)) {
                         Some(prev) => B::binary(Binary::Add, prev, g)?,
                         None => g,
                     };
-                    pending.insert(p.id, acc);
+                    pending.insert((p.id, *k), acc);
                 }
             }
         }
@@ -237,7 +279,7 @@ fn topo_order<B: Backend>(root: &Arc<Node<B>>) -> Vec<Arc<Node<B>>> {
     visited.insert(root.id, ());
     while let Some((node, i)) = stack.pop() {
         if i < node.parents.len() {
-            let next = node.parents[i].clone();
+            let next = node.parents[i].as_ref().map(|(p, _)| p.clone());
             stack.push((node, i + 1));
             if let Some(p) = next {
                 if visited.insert(p.id, ()).is_none() {
@@ -392,18 +434,9 @@ impl<B: Backend> Backend for Autodiff<B> {
     }
 }
 
-impl<B: Backend> crate::cell::CellOps<Autodiff<B>> for Autodiff<B> {
-    fn colony_fwd(
-        h0: AdTensor<B>,
-        w0: AdTensor<B>,
-        stim: AdTensor<B>,
-        coeffs: AdTensor<B>,
-        spec: &crate::cell::ColonySpec,
-    ) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
-        ops::colony(h0, w0, stim, coeffs, spec)
-    }
-}
-
+/// The nn op family on the autodiff backend: every forward forwards to `B`'s fused kernel and
+/// records `B`'s fused backward; the backward ops forward to `B` and return constants (no
+/// second-order gradients).
 impl<B: Backend> NnOps<Autodiff<B>> for Autodiff<B> {
     fn layer_norm_fwd(
         x: AdTensor<B>,
@@ -436,6 +469,56 @@ impl<B: Backend> NnOps<Autodiff<B>> for Autodiff<B> {
     }
     fn cross_entropy_fwd(logits: AdTensor<B>, targets: B::Ids) -> Result<(AdTensor<B>, AdTensor<B>)> {
         ops::cross_entropy(logits, targets)
+    }
+    fn layer_norm_bwd(
+        x: AdTensor<B>,
+        gamma: AdTensor<B>,
+        mean: AdTensor<B>,
+        rstd: AdTensor<B>,
+        dy: AdTensor<B>,
+    ) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
+        let (a, b, c) = B::layer_norm_bwd(x.primal, gamma.primal, mean.primal, rstd.primal, dy.primal)?;
+        Ok((AdTensor::constant(a), AdTensor::constant(b), AdTensor::constant(c)))
+    }
+    fn rms_norm_bwd(
+        x: AdTensor<B>,
+        gamma: AdTensor<B>,
+        rstd: AdTensor<B>,
+        dy: AdTensor<B>,
+    ) -> Result<(AdTensor<B>, AdTensor<B>)> {
+        let (a, b) = B::rms_norm_bwd(x.primal, gamma.primal, rstd.primal, dy.primal)?;
+        Ok((AdTensor::constant(a), AdTensor::constant(b)))
+    }
+    fn attention_bwd(
+        q: AdTensor<B>,
+        k: AdTensor<B>,
+        v: AdTensor<B>,
+        o: AdTensor<B>,
+        lse: AdTensor<B>,
+        dout: AdTensor<B>,
+        causal: bool,
+        scale: f32,
+    ) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
+        let (a, b, c) =
+            B::attention_bwd(q.primal, k.primal, v.primal, o.primal, lse.primal, dout.primal, causal, scale)?;
+        Ok((AdTensor::constant(a), AdTensor::constant(b), AdTensor::constant(c)))
+    }
+    fn self_attention_bwd(
+        qkv: AdTensor<B>,
+        o: AdTensor<B>,
+        lse: AdTensor<B>,
+        dout: AdTensor<B>,
+        spec: &crate::backend::AttnSpec,
+    ) -> Result<AdTensor<B>> {
+        Ok(AdTensor::constant(B::self_attention_bwd(qkv.primal, o.primal, lse.primal, dout.primal, spec)?))
+    }
+    fn cross_entropy_bwd(
+        logits: AdTensor<B>,
+        targets: B::Ids,
+        lse: AdTensor<B>,
+        dloss: AdTensor<B>,
+    ) -> Result<AdTensor<B>> {
+        Ok(AdTensor::constant(B::cross_entropy_bwd(logits.primal, targets, lse.primal, dloss.primal)?))
     }
     fn adamw_step(
         p: AdTensor<B>,

@@ -280,30 +280,3 @@ pub(super) fn cross_entropy<B: Backend>(logits: AdTensor<B>, targets: B::Ids) ->
     let loss = record(loss, &[&logits], move |g, _| one::<B>(B::cross_entropy_bwd(pl, targets, l, g)));
     Ok((loss, AdTensor::constant(lse)))
 }
-
-/// The colony update records one node whose value packs `[h_K | W_K]` per token
-/// (`[T, 4N + N²]`); the two outputs are narrows of it, so their gradients meet in one
-/// backward call of the fused kernel.
-pub(super) fn colony<B: Backend>(
-    h0: AdTensor<B>,
-    w0: AdTensor<B>,
-    stim: AdTensor<B>,
-    coeffs: AdTensor<B>,
-    spec: &crate::cell::ColonySpec,
-) -> Result<(AdTensor<B>, AdTensor<B>, AdTensor<B>)> {
-    let (h, w, alive) =
-        B::colony_fwd(h0.primal.clone(), w0.primal.clone(), stim.primal.clone(), coeffs.primal.clone(), spec)?;
-    let (t, n) = (B::shape(&h)[0], B::shape(&h)[1]);
-    let packed = B::concat(vec![B::reshape(h, &[t, 4 * n])?, B::reshape(w, &[t, n * n])?], 1)?;
-    let saved = (h0.primal.clone(), w0.primal.clone(), stim.primal.clone(), coeffs.primal.clone(), *spec);
-    let packed = record(packed, &[&h0, &w0, &stim, &coeffs], move |g, needs: &Needs| {
-        let (h0, w0, stim, coeffs, spec) = saved;
-        let gh = B::reshape(B::narrow(g.clone(), 1, 0, 4 * n)?, &[t, n, 4])?;
-        let gw = B::reshape(B::narrow(g, 1, 4 * n, n * n)?, &[t, n, n])?;
-        let (a, b, c, d) = B::colony_bwd(h0, w0, stim, coeffs, &spec, gh, gw)?;
-        Ok(vec![needs[0].then_some(a), needs[1].then_some(b), needs[2].then_some(c), needs[3].then_some(d)])
-    });
-    let h = reshape(narrow(packed.clone(), 1, 0, 4 * n)?, &[t, n, 4])?;
-    let w = reshape(narrow(packed, 1, 4 * n, n * n)?, &[t, n, n])?;
-    Ok((h, w, AdTensor::constant(alive)))
-}

@@ -141,12 +141,13 @@ pub struct MemoryStats {
 /// The primitive operations every backend implements.
 ///
 /// `Tensor` is an f32 tensor (contiguous row-major from the caller's point of view;
-/// cheap to clone), `Ids` a u32 index tensor (token ids). Fused operations live in the
-/// supertrait [`NnOps`], which every backend also implements (its defaults compose these
-/// primitives).
-pub trait Backend:
-    Sized + Clone + Copy + Default + Send + Sync + Debug + 'static + NnOps<Self> + crate::cell::CellOps<Self>
-{
+/// cheap to clone), `Ids` a u32 index tensor (token ids). The generic fused nn operations
+/// live in the supertrait [`NnOps`], which every backend also implements (its defaults
+/// compose these primitives). Domain op families are separate extension traits declared in
+/// their own modules (`cell::CellOps`, ...): a model bounds the families it uses
+/// (`B: Backend + CellOps<B>`), and a backend implements each family it runs, overriding
+/// the ops it accelerates.
+pub trait Backend: Sized + Clone + Copy + Default + Send + Sync + Debug + 'static + NnOps<Self> {
     /// Where tensors live.
     type Device: Clone + Send + Sync + Debug + PartialEq;
     /// f32 tensor primitive.

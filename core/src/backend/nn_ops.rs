@@ -73,6 +73,22 @@ pub struct AttnSpec {
 /// primitive ops ([`composite`]); backends override them with kernels of their own, and
 /// the conformance suite checks the overrides against these defaults.
 pub trait NnOps<B: Backend> {
+    /// Names of the ops of this family (the autodiff forwarding test checks each).
+    const OPS: &'static [&'static str] = &[
+        "layer_norm_fwd",
+        "layer_norm_bwd",
+        "rms_norm_fwd",
+        "rms_norm_bwd",
+        "attention_fwd",
+        "attention_bwd",
+        "self_attention_fwd",
+        "self_attention_bwd",
+        "cross_entropy_fwd",
+        "cross_entropy_bwd",
+        "linear",
+        "sum_squares",
+        "adamw_step",
+    ];
     /// LayerNorm over the last axis; see [`composite::layer_norm_fwd`]. Returns `(y, mean, rstd)`.
     fn layer_norm_fwd(x: T<B>, gamma: T<B>, beta: T<B>, eps: f32) -> Result<(T<B>, T<B>, T<B>)> {
         composite::layer_norm_fwd::<B>(x, gamma, beta, eps)

@@ -110,7 +110,7 @@ pub struct Colony<B: Backend> {
     steps_done: u64,
 }
 
-impl<B: Backend> Colony<B> {
+impl<B: Backend + super::CellOps<B>> Colony<B> {
     /// A colony with every state channel at `cfg.init` and the mode's initial mucus
     /// (zero as coded, 0.1 off the diagonal otherwise).
     pub fn new(cfg: ColonyConfig, dev: &B::Device) -> Result<Self> {
@@ -154,7 +154,7 @@ impl<B: Backend> Colony<B> {
             return Err(Error::NonFinite(format!("drive value {i} is {}", drive[i])));
         }
         let s = Tensor::from_f32(drive, &[1, n], &self.h.device())?;
-        let (h, w, _alive) = Tensor::colony(&self.h, &self.w, &s, &self.coeffs, &self.spec)?;
+        let (h, w, _alive) = super::colony(&self.h, &self.w, &s, &self.coeffs, &self.spec)?;
         self.h = h;
         self.w = w;
         self.steps_done += 1;

@@ -17,11 +17,14 @@
 //!   per-block stimulus that carries token information.
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+mod autodiff;
 pub mod colony;
 pub mod composite;
 pub mod grid;
+pub mod kernel;
 pub mod scalar;
 
 /// Which equations the colony follows.
@@ -129,13 +132,17 @@ pub type ColonyOut<B> = (T<B>, T<B>, T<B>);
 /// Gradients of a colony update: `(dh⁰, dW⁰, dstim, dcoeffs)`.
 pub type ColonyGrads<B> = (T<B>, T<B>, T<B>, T<B>);
 
-/// Fused colony kernels: all `K` inner steps of every token in one pass, forward and backward.
-/// Defaults compose primitive ops ([`composite`]); backends override with kernels that call
-/// the scalar functions of [`scalar`].
+/// The cell op family: the fused colony kernels, all `K` inner steps of every token in one
+/// pass, forward and backward. Defaults compose primitive ops ([`composite`], also the test
+/// oracle); backends override them with kernels that call the scalar functions of [`scalar`]
+/// (a backend without a kernel of its own writes `impl CellOps<MyBackend> for MyBackend {}`).
+/// `Autodiff<B>` forwards both to `B` and records the fused backward.
 ///
 /// Shapes: `h0: [T, N, 4]`, `w0: [T, N, N]`, `stim: [T, N]` (one stimulus per block),
 /// `coeffs: [9]` (effective values, after any reparameterisation).
 pub trait CellOps<B: Backend> {
+    /// Names of the ops of this family (the autodiff forwarding test checks each).
+    const OPS: &'static [&'static str] = &["colony_fwd", "colony_bwd"];
     /// `K` inner steps; returns `(h_K, W_K, alive)`.
     fn colony_fwd(h0: T<B>, w0: T<B>, stim: T<B>, coeffs: T<B>, spec: &ColonySpec) -> Result<ColonyOut<B>> {
         composite::colony_fwd::<B>(h0, w0, stim, coeffs, spec)
@@ -153,4 +160,21 @@ pub trait CellOps<B: Backend> {
     ) -> Result<ColonyGrads<B>> {
         composite::colony_bwd::<B>(h0, w0, stim, coeffs, spec, dh, dw)
     }
+}
+
+/// `K` inner steps of a cell colony per token, through the backend's fused kernel:
+/// `h0: [T, N, 4]`, `w0: [T, N, N]`, `stim: [T, N]`, `coeffs: [9]`; returns
+/// `(h_K, W_K, alive: [T, N])` (see [`scalar`] for the equations).
+pub fn colony<B: Backend + CellOps<B>>(
+    h0: &Tensor<B>,
+    w0: &Tensor<B>,
+    stim: &Tensor<B>,
+    coeffs: &Tensor<B>,
+    spec: &ColonySpec,
+) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
+    spec.validate()?;
+    composite::check_shapes::<B>(h0.prim(), w0.prim(), stim.prim(), coeffs.prim())?;
+    let (h, w, a) =
+        B::colony_fwd(h0.prim().clone(), w0.prim().clone(), stim.prim().clone(), coeffs.prim().clone(), spec)?;
+    Ok((Tensor::from_prim(h), Tensor::from_prim(w), Tensor::from_prim(a)))
 }

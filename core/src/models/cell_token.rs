@@ -16,7 +16,7 @@
 //! coefficient positive (the seed's ω_d drifted negative in training).
 use super::LanguageModel;
 use crate::backend::Backend;
-use crate::cell::{scalar, CellMode, ColonySpec, Pruning, N_COEFFS, SEED_COEFFS};
+use crate::cell::{scalar, CellMode, CellOps, ColonySpec, Pruning, N_COEFFS, SEED_COEFFS};
 use crate::error::{Error, Result};
 use crate::nn::{join, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
 use crate::rng::RngKey;
@@ -214,7 +214,7 @@ fn inv_softplus(v: f32) -> f32 {
     libm::logf(libm::expm1f(v))
 }
 
-impl<B: Backend> CellToken<B> {
+impl<B: Backend + CellOps<B>> CellToken<B> {
     /// The colony stage for embeddings `e: [B, S, d]`: returns the TokenCollapse input
     /// `[h_K ‖ W_K]` as `[B, S, 4N + N²]`, logging the alive fraction when pruning.
     fn colony(&self, e: &Tensor<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {
@@ -236,7 +236,7 @@ impl<B: Backend> CellToken<B> {
             CellMode::Sound => self.cell.coeffs.unary(crate::backend::Unary::Softplus)?,
             _ => self.cell.coeffs.clone(),
         };
-        let (h, w, alive) = Tensor::colony(&h0, &w0, &stim, &coeffs, &c.spec())?;
+        let (h, w, alive) = crate::cell::colony(&h0, &w0, &stim, &coeffs, &c.spec())?;
         if c.pruning.is_some() {
             let a = alive.mean_all()?.to_scalar()? as f64;
             ctx.log("alive_blocks", a);
@@ -248,7 +248,7 @@ impl<B: Backend> CellToken<B> {
     }
 }
 
-impl<B: Backend> LanguageModel<B> for CellToken<B> {
+impl<B: Backend + CellOps<B>> LanguageModel<B> for CellToken<B> {
     type Config = CellTokenConfig;
     const ARCH: &'static str = "cell-token";
 
