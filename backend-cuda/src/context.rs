@@ -81,9 +81,25 @@ fn preload() {
     static LOADED: OnceLock<Vec<libloading::Library>> = OnceLock::new();
     LOADED.get_or_init(|| {
         let mut libs = Vec::new();
-        for name in ["libnvrtc.so.13", "libcublas.so.13"] {
+        // NVRTC opens its builtins library by name at compile time: load it first, from the
+        // same directory, so that the name resolves to it without LD_LIBRARY_PATH
+        for name in ["libnvrtc-builtins.so.13.", "libnvrtc.so.13", "libcublas.so.13"] {
             for dir in search_dirs() {
-                let path = dir.join(name);
+                let path = match name.strip_suffix('.') {
+                    // any 13.x builtins of that directory
+                    Some(prefix) => std::fs::read_dir(&dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|e| e.path())
+                        .find(|p| {
+                            p.file_name().and_then(|f| f.to_str()).is_some_and(|f| {
+                                f.starts_with(prefix) && f[prefix.len()..].starts_with('.') && !f.contains("alt")
+                            })
+                        })
+                        .unwrap_or_else(|| dir.join(name)),
+                    None => dir.join(name),
+                };
                 if path.exists() {
                     // SAFETY: loading a shared library runs its initialisers; these are NVIDIA's
                     // own runtime libraries, the ones cudarc would load by name.
