@@ -11,6 +11,7 @@
 //! `protocell_core::backend` by the conformance suite.
 #![warn(missing_docs)]
 
+pub mod interop;
 mod kernels;
 mod profile;
 mod storage;
@@ -21,6 +22,7 @@ use protocell_core::rng::RngKey;
 use protocell_core::shape;
 use std::sync::Arc;
 
+pub use interop::{from_ndarray, from_view, NdArrayExt};
 use profile::timed;
 pub use profile::{profile_report, set_profiling};
 use storage::Buf;
