@@ -214,20 +214,17 @@ fn matmul(a: MatmulArgs) -> Result<()> {
     Ok(())
 }
 
-/// Training FLOPs of one step (forward + backward ≈ 3× forward matmul FLOPs), when known.
+/// Training FLOPs of one step (forward + backward ≈ 3× forward matmul FLOPs), when the model
+/// states its forward FLOPs.
 fn step_flops(run: &RunConfig) -> Option<f64> {
+    use protocell_core::models::{Architecture, LanguageModel};
+    type Cpu = protocell_cpu::Cpu;
     let (tokens, seq) = (run.train.batch_size * run.train.seq_len, run.train.seq_len);
-    match run.arch.as_str() {
-        "gpt" => {
-            let cfg: protocell_core::models::GptConfig = serde_json::from_value(run.model.clone()).ok()?;
-            Some(3.0 * cfg.forward_flops(tokens, seq))
-        }
-        "cell-token" => {
-            let cfg: protocell_core::models::CellTokenConfig = serde_json::from_value(run.model.clone()).ok()?;
-            Some(3.0 * cfg.forward_flops(tokens, seq))
-        }
-        _ => None,
-    }
+    let flops: Result<Option<f64>> = protocell_runtime::with_arch!(run.arch.as_str(), Cpu, |M| {
+        let cfg: Option<<M as LanguageModel<Cpu>>::Config> = serde_json::from_value(run.model.clone()).ok();
+        Ok(cfg.and_then(|c| Architecture::forward_flops(&c, tokens, seq)))
+    });
+    Some(3.0 * flops.ok()??)
 }
 
 fn pytorch_script(a: &TrainBenchArgs) -> PathBuf {

@@ -7,6 +7,7 @@ mod train;
 
 use clap::{Args, Parser, Subcommand};
 use protocell_core::error::{Error, Result};
+use protocell_core::record::Role;
 use protocell_runtime::infer::Sampling;
 use protocell_runtime::{io, load_model, registry, Device};
 use serde_json::json;
@@ -178,26 +179,41 @@ fn eval(a: EvalArgs) -> Result<()> {
 fn inspect(a: InspectArgs) -> Result<()> {
     let c = io::read_checkpoint(&a.file)?;
     let model_cfg: serde_json::Value = serde_json::from_str(&c.model_config).unwrap_or(json!(c.model_config));
-    let params: usize = c.tensors.iter().filter(|t| !t.name.starts_with("optim.")).map(|t| t.data.len()).sum();
-    let optim: usize = c.tensors.iter().filter(|t| t.name.starts_with("optim.")).count();
+    let params: usize = c.tensors().iter().filter(|t| t.role == Role::Param).map(|t| t.data.len()).sum();
+    let optim: usize = c.tensors().iter().filter(|t| matches!(t.role, Role::OptimM | Role::OptimV)).count();
+    let train = c.train_meta()?;
+    let sections: Vec<_> = c
+        .sections()
+        .iter()
+        .map(|s| json!({"name": s.name, "version": s.version, "required": s.required, "bytes": s.bytes.len()}))
+        .collect();
     if a.json {
-        let tensors: Vec<_> = c.tensors.iter().map(|t| json!({"name": t.name, "shape": t.shape})).collect();
-        let train = c.train.as_ref().map(|m| {
+        let tensors: Vec<_> = c
+            .tensors()
+            .iter()
+            .map(|t| {
+                json!({"path": t.path, "id": t.id, "role": format!("{:?}", t.role), "dtype": format!("{:?}", t.data.dtype()),
+                       "shape": t.shape})
+            })
+            .collect();
+        let train = train.as_ref().map(|m| {
             json!({"step": m.step, "seed": m.seed, "loss": m.loss, "val_loss": m.val_loss, "tokens_seen": m.tokens_seen,
                    "config_hash": format!("{:016x}", m.config_hash), "data_hash": format!("{:016x}", m.data_hash)})
         });
         println!(
             "{}",
-            json!({"arch": c.arch, "tokenizer": c.tokenizer.describe(), "params": params, "optimizer_tensors": optim,
-                   "model_config": model_cfg, "train": train, "meta": c.meta, "tensors": tensors})
+            json!({"arch": c.arch, "format_version": c.version, "tokenizer": c.tokenizer.describe(), "params": params,
+                   "optimizer_tensors": optim, "model_config": model_cfg, "train": train, "meta": c.meta,
+                   "sections": sections, "tensors": tensors})
         );
         return Ok(());
     }
     println!("architecture  {}", c.arch);
+    println!("format        version {}", c.version);
     println!("tokenizer     {}", c.tokenizer.describe());
     println!("parameters    {params}");
     println!("model config  {}", serde_json::to_string(&model_cfg).unwrap_or_default());
-    if let Some(m) = &c.train {
+    if let Some(m) = &train {
         println!("step          {}", m.step);
         println!("seed          {}", m.seed);
         println!("train loss    {:.4}", m.loss);
@@ -211,16 +227,21 @@ fn inspect(a: InspectArgs) -> Result<()> {
     for (k, v) in &c.meta {
         println!("{k:<13} {v}");
     }
-    println!("tensors       {} ({} optimizer moments)", c.tensors.len(), optim);
-    for t in c.tensors.iter().filter(|t| !t.name.starts_with("optim.")) {
-        println!("  {:<32} {:?}", t.name, t.shape);
+    for s in c.sections() {
+        println!("section       {} (version {}, {} bytes)", s.name, s.version, s.bytes.len());
+    }
+    println!("tensors       {} ({} optimizer moments)", c.tensors().len(), optim);
+    for t in c.tensors().iter().filter(|t| t.role == Role::Param) {
+        let id = t.id.map_or_else(|| "-".to_string(), |i| format!("#{i}"));
+        println!("  {id:>6} {:<32} {:?}", t.path, t.shape);
     }
     Ok(())
 }
 
 fn models() -> Result<()> {
-    for m in registry::MODELS {
-        let default = if m.name == registry::DEFAULT_MODEL { " (default)" } else { "" };
+    let default_model = registry::default_model();
+    for m in registry::models() {
+        let default = if m.name == default_model { " (default)" } else { "" };
         println!("{}{default}: {}", m.name, m.about);
         for (i, (p, about)) in m.presets.iter().enumerate() {
             println!("    --preset {p}{}: {about}", if i == 0 { " (default)" } else { "" });

@@ -69,7 +69,7 @@ fn build_config(a: &TrainArgs) -> Result<RunConfig> {
         .model
         .clone()
         .or_else(|| file.as_ref().and_then(|f| f.get("arch")).and_then(Value::as_str).map(String::from))
-        .unwrap_or_else(|| registry::DEFAULT_MODEL.to_string());
+        .unwrap_or_else(|| registry::default_model().to_string());
     let preset_name = a
         .preset
         .clone()

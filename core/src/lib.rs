@@ -5,7 +5,8 @@
 //! [`Tensor`](tensor::Tensor) wrapper, reverse-mode autodiff as a backend decorator
 //! ([`Autodiff`](autodiff::Autodiff)), a counter-based RNG every backend reproduces
 //! ([`rng`]), neural-network layers ([`nn`]), optimisers ([`optim`]), data pipelines
-//! ([`data`]), checkpoints ([`record`]) and models ([`models`]).
+//! ([`data`]), checkpoints ([`record`]), models ([`models`]), the trainer ([`train`]) and the
+//! lifecycle log ([`lifecycle`]).
 //!
 //! The crate is `#![no_std]` + `alloc`; the `std` feature (on by default) only adds
 //! `std::error::Error` conveniences. It performs no I/O, spawns no threads and never
@@ -23,6 +24,7 @@ pub mod backend;
 pub mod cell;
 pub mod data;
 pub mod error;
+pub mod lifecycle;
 pub mod math;
 pub mod models;
 pub mod nn;
@@ -31,6 +33,7 @@ pub mod record;
 pub mod rng;
 pub mod shape;
 pub mod tensor;
+pub mod train;
 
 pub use autodiff::{Autodiff, AutodiffBackend, Gradients};
 pub use backend::{Backend, Binary, Dist, NnOps, Reduce, Unary};

@@ -2,7 +2,7 @@
 use crate::autodiff::{AutodiffBackend, Gradients};
 use crate::backend::{AdamWStep, Backend};
 use crate::error::{Error, Result};
-use crate::nn::Module;
+use crate::nn::{Module, ParamId};
 use crate::tensor::Tensor;
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -66,7 +66,8 @@ impl AdamWConfig {
     }
 }
 
-/// Learning-rate schedule: linear warmup to `lr`, then cosine decay to `min_lr` at `total`.
+/// Learning-rate schedule: linear warmup to `lr`, then cosine decay to `min_lr` at `total`
+/// (`total = 0`: constant `lr` after the warmup).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
@@ -83,10 +84,13 @@ pub struct Schedule {
 impl Schedule {
     /// Learning rate used at 0-based step `t`:
     /// `lr·(t+1)/warmup` during warmup, then `min + (lr − min)·(1 + cos(π·p))/2` with
-    /// `p = (t − warmup)/(total − warmup)` clamped to 1.
+    /// `p = (t − warmup)/(total − warmup)` clamped to 1 (or `lr` when `total` is 0).
     pub fn at(&self, t: u64) -> f64 {
         if t < self.warmup {
             return self.lr * (t + 1) as f64 / self.warmup as f64;
+        }
+        if self.total == 0 {
+            return self.lr;
         }
         let span = self.total.saturating_sub(self.warmup).max(1);
         let p = ((t - self.warmup) as f64 / span as f64).min(1.0);
@@ -104,13 +108,42 @@ impl Schedule {
     }
 }
 
-/// AdamW state: per-parameter first and second moments, keyed by parameter name.
+/// The optimiser state of one parameter: AdamW's moments and the parameter's own step count
+/// `t` (the number of updates it has received), which sets its bias correction.
+#[derive(Debug, Clone)]
+pub struct ParamState<B: Backend> {
+    /// First moment `m` (the parameter's shape).
+    pub m: Tensor<B>,
+    /// Second moment `v` (the parameter's shape).
+    pub v: Tensor<B>,
+    /// Updates applied to this parameter so far.
+    pub t: u64,
+}
+
+/// AdamW with its state keyed by [`ParamId`].
+///
+/// Each parameter carries its own step count, so a parameter born at step 5,000 gets the
+/// full bias correction `1/(1 − β^t)` from its own first update. A step is a transaction:
+/// every check (ids, gradient and moment shapes, a finite gradient norm) runs first, every
+/// update is computed into new buffers next, and only then are the model and the state
+/// replaced — an error at any point leaves both exactly as they were.
+///
+/// Rules for structural edits (the lifecycle code calls these; each validates before it
+/// changes anything):
+/// * clone → the copy gets a copy of the original's moments and step count ([`AdamW::clone_state`]);
+/// * split → every child gets a copy of the parent's moments and step count; the parent's
+///   entry goes unless the parent is one of the children ([`AdamW::split`]);
+/// * merge → the child gets the weighted average of the parents' moments (weights normalised
+///   to sum 1; a parent with no state counts as zeros) and the largest parent step count, and
+///   the parents' entries go ([`AdamW::merge`]);
+/// * cull → the entry is dropped ([`AdamW::cull`]);
+/// * birth → no entry: the moments start at zero and the step count at 0 on the first update.
+#[derive(Clone)]
 pub struct AdamW<B: Backend> {
     /// Hyper-parameters.
     pub cfg: AdamWConfig,
-    /// Completed updates.
-    pub step: u64,
-    state: BTreeMap<String, (Tensor<B>, Tensor<B>)>,
+    steps: u64,
+    state: BTreeMap<ParamId, ParamState<B>>,
 }
 
 /// What one optimiser step did.
@@ -122,28 +155,87 @@ pub struct StepReport {
     pub updated: usize,
 }
 
+/// One parameter's planned update (phase one of a step).
+struct Planned<B: Backend> {
+    index: usize,
+    id: ParamId,
+    grad: Tensor<B>,
+}
+
 impl<B: Backend> AdamW<B> {
     /// Fresh state.
     pub fn new(cfg: AdamWConfig) -> Result<Self> {
         cfg.validate()?;
-        Ok(Self { cfg, step: 0, state: BTreeMap::new() })
+        Ok(Self { cfg, steps: 0, state: BTreeMap::new() })
+    }
+
+    /// Optimiser steps completed.
+    pub fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// Applies one update at learning rate `lr` to every parameter of `model` that has a
     /// gradient in `grads`. The gradients are first clipped to a global L2 norm of
-    /// `cfg.grad_clip` (summed in parameter order, so the result is deterministic).
-    /// A non-finite gradient norm is an error and leaves the model and state untouched.
+    /// `cfg.grad_clip` (summed in parameter order, so the result is deterministic). An error
+    /// (a parameter without an id or with a repeated one, a gradient or moment whose shape is
+    /// not the parameter's, a non-finite gradient norm, a failing kernel) leaves the model and
+    /// this state as they were; the gradients of `grads` are consumed either way.
     pub fn step<AB, M>(&mut self, model: &mut M, grads: &mut Gradients<B>, lr: f64) -> Result<StepReport>
     where
         AB: AutodiffBackend<Inner = B>,
         M: Module<AB> + ?Sized,
     {
-        // gather gradients in parameter order
-        let mut gs: Vec<Option<Tensor<B>>> = Vec::new();
-        model.visit_mut("", &mut |_, p| gs.push(grads.remove(p)));
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::InvalidArgument(format!("learning rate {lr} must be finite and >= 0")));
+        }
+        // phase one: checks, no mutation
+        let mut planned: Vec<Planned<B>> = Vec::new();
+        let mut values: Vec<Tensor<B>> = Vec::new();
+        let mut seen = alloc::collections::BTreeSet::new();
+        let mut err: Option<Error> = None;
+        model.for_each_param(&mut |path, p| {
+            let index = values.len();
+            values.push(p.inner());
+            if err.is_some() {
+                return;
+            }
+            if p.id().is_unassigned() || !seen.insert(p.id()) {
+                err = Some(Error::InvalidArgument(format!("parameter {path} has no id or shares {}", p.id())));
+                return;
+            }
+            let Some(g) = grads.remove(p.value()) else { return };
+            if g.shape() != p.shape() {
+                err = Some(Error::InvalidArgument(format!(
+                    "gradient of {path} has shape {:?}, the parameter {:?}",
+                    g.shape(),
+                    p.shape()
+                )));
+                return;
+            }
+            if let Some(st) = self.state.get(&p.id()) {
+                if st.m.shape() != p.shape() || st.v.shape() != p.shape() {
+                    err = Some(Error::InvalidArgument(format!(
+                        "optimizer moments of {path} ({}) have shapes {:?} / {:?}, the parameter {:?}",
+                        p.id(),
+                        st.m.shape(),
+                        st.v.shape(),
+                        p.shape()
+                    )));
+                    return;
+                }
+                if st.t == u64::MAX {
+                    err = Some(Error::InvalidArgument(format!("step count of {path} overflows")));
+                    return;
+                }
+            }
+            planned.push(Planned { index, id: p.id(), grad: g });
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
         let mut sq = 0.0f64;
-        for g in gs.iter().flatten() {
-            sq += Tensor::<B>::from_prim(B::sum_squares(g.prim().clone())?).to_scalar()? as f64;
+        for pl in &planned {
+            sq += Tensor::<B>::from_prim(B::sum_squares(pl.grad.prim().clone())?).to_scalar()? as f64;
         }
         let norm = libm::sqrt(sq);
         if !norm.is_finite() {
@@ -154,56 +246,145 @@ impl<B: Backend> AdamW<B> {
         } else {
             1.0
         };
-        self.step += 1;
-        let t = self.step;
-        let cfg = self.cfg.clone();
-        let with_decay = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, t).with_grad_scale(clip);
-        let no_decay = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, 0.0, t).with_grad_scale(clip);
-        let mut err = None;
-        let mut updated = 0;
-        let mut i = 0;
-        let state = &mut self.state;
-        model.visit_mut("", &mut |name, p| {
-            let g = gs[i].take();
-            i += 1;
-            let (Some(g), None) = (g, err.as_ref()) else {
-                return;
+        // phase two: compute every update into new buffers (the old values stay intact)
+        let cfg = &self.cfg;
+        let mut updates: Vec<(usize, ParamId, Tensor<B>, ParamState<B>)> = Vec::with_capacity(planned.len());
+        for pl in planned {
+            let pv = &values[pl.index];
+            let (m, v, t) = match self.state.get(&pl.id) {
+                Some(st) => (st.m.clone(), st.v.clone(), st.t + 1),
+                None => (Tensor::zeros(pv.shape(), &pv.device())?, Tensor::zeros(pv.shape(), &pv.device())?, 1),
             };
-            let r = (|| -> Result<()> {
-                // move the parameter out (an empty placeholder stands in) so that its buffer is
-                // uniquely owned and the backend can update it in place
-                let placeholder = Tensor::<AB>::from_inner(Tensor::<B>::zeros(&[0], &p.inner().device())?);
-                let pi: Tensor<B> = core::mem::replace(p, placeholder).into_inner();
-                let (m, v) = match state.remove(name) {
-                    Some(mv) => mv,
-                    None => (Tensor::zeros(pi.shape(), &pi.device())?, Tensor::zeros(pi.shape(), &pi.device())?),
-                };
-                let decays = cfg.decay == DecayFilter::All || pi.rank() >= 2;
-                let h = if decays { &with_decay } else { &no_decay };
-                let (np, nm, nv) = B::adamw_step(pi.into_prim(), g.into_prim(), m.into_prim(), v.into_prim(), h)?;
-                *p = Tensor::from_inner(Tensor::from_prim(np)).require_grad();
-                state.insert(String::from(name), (Tensor::from_prim(nm), Tensor::from_prim(nv)));
-                updated += 1;
-                Ok(())
-            })();
-            if let Err(e) = r {
-                err = Some(e);
-            }
-        });
-        match err {
-            Some(e) => Err(e),
-            None => Ok(StepReport { grad_norm: norm, updated }),
+            let wd = if cfg.decay == DecayFilter::All || pv.rank() >= 2 { cfg.weight_decay } else { 0.0 };
+            let h = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, wd, t).with_grad_scale(clip);
+            let (np, nm, nv) = B::adamw_step(pv.prim().clone(), pl.grad.into_prim(), m.into_prim(), v.into_prim(), &h)?;
+            let st = ParamState { m: Tensor::from_prim(nm), v: Tensor::from_prim(nv), t };
+            updates.push((pl.index, pl.id, Tensor::from_prim(np), st));
         }
+        drop(values);
+        // phase three: commit (nothing below can fail)
+        let updated = updates.len();
+        let mut it = updates.into_iter().peekable();
+        let mut index = 0usize;
+        model.for_each_param_mut(&mut |_, p| {
+            if it.peek().is_some_and(|u| u.0 == index) {
+                let (_, id, np, st) = it.next().expect("peeked");
+                p.set(Tensor::from_inner(np).require_grad());
+                self.state.insert(id, st);
+            }
+            index += 1;
+        });
+        self.steps += 1;
+        Ok(StepReport { grad_norm: norm, updated })
     }
 
-    /// Moments by parameter name (for checkpoints).
-    pub fn moments(&self) -> impl Iterator<Item = (&String, &(Tensor<B>, Tensor<B>))> {
+    /// The state of parameter `id`, if it has been updated.
+    pub fn state(&self, id: ParamId) -> Option<&ParamState<B>> {
+        self.state.get(&id)
+    }
+
+    /// Every parameter's state, by id.
+    pub fn states(&self) -> impl Iterator<Item = (&ParamId, &ParamState<B>)> {
         self.state.iter()
     }
 
-    /// Restores moments and the step count (from a checkpoint).
-    pub fn restore(&mut self, step: u64, moments: BTreeMap<String, (Tensor<B>, Tensor<B>)>) {
-        self.step = step;
-        self.state = moments;
+    /// Restores the step count and the per-parameter states (from a checkpoint). Shapes are
+    /// checked against the parameters at every step.
+    pub fn restore(&mut self, steps: u64, states: BTreeMap<ParamId, ParamState<B>>) {
+        self.steps = steps;
+        self.state = states;
+    }
+
+    /// Drops the state of every parameter `keep` says no to (parameters that left the model).
+    pub fn retain(&mut self, mut keep: impl FnMut(ParamId) -> bool) {
+        self.state.retain(|id, _| keep(*id));
+    }
+
+    /// Clone rule: `to` gets a copy of `from`'s state (nothing when `from` has none).
+    pub fn clone_state(&mut self, from: ParamId, to: ParamId) -> Result<()> {
+        if from == to {
+            return Err(Error::InvalidArgument(format!("cannot clone the state of {from} onto itself")));
+        }
+        match self.state.get(&from).cloned() {
+            Some(st) => {
+                self.state.insert(to, st);
+            }
+            None => {
+                self.state.remove(&to);
+            }
+        }
+        Ok(())
+    }
+
+    /// Split rule: every child gets a copy of `parent`'s state; the parent's entry is removed
+    /// unless the parent is among the children.
+    pub fn split(&mut self, parent: ParamId, children: &[ParamId]) -> Result<()> {
+        let distinct: alloc::collections::BTreeSet<_> = children.iter().collect();
+        if children.is_empty() || distinct.len() != children.len() {
+            return Err(Error::InvalidArgument(format!("split of {parent} needs distinct children, got {children:?}")));
+        }
+        let st = self.state.get(&parent).cloned();
+        if !children.contains(&parent) {
+            self.state.remove(&parent);
+        }
+        for &c in children {
+            match &st {
+                Some(s) => {
+                    self.state.insert(c, s.clone());
+                }
+                None => {
+                    self.state.remove(&c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merge rule: `child` gets `Σ wᵢ·mᵢ / Σ wᵢ` and `Σ wᵢ·vᵢ / Σ wᵢ` over `(parent, wᵢ)` (a
+    /// parent without state counts as zeros) and the largest parent step count; the parents'
+    /// entries are removed. Weights must be finite, non-negative and not all zero; the parents'
+    /// moments must share one shape.
+    pub fn merge(&mut self, parents: &[(ParamId, f64)], child: ParamId) -> Result<()> {
+        let total: f64 = parents.iter().map(|p| p.1).sum();
+        if parents.is_empty() || parents.iter().any(|p| !(p.1.is_finite() && p.1 >= 0.0)) || total <= 0.0 {
+            return Err(Error::InvalidArgument(format!("merge weights {parents:?} must be >= 0 with a positive sum")));
+        }
+        let with: Vec<(&ParamState<B>, f64)> =
+            parents.iter().filter_map(|(id, w)| self.state.get(id).map(|s| (s, *w / total))).collect();
+        let merged = match with.first() {
+            None => None,
+            Some((first, _)) => {
+                let shape = first.m.shape().to_vec();
+                if with.iter().any(|(s, _)| s.m.shape() != shape.as_slice() || s.v.shape() != shape.as_slice()) {
+                    return Err(Error::InvalidArgument("merged parameters' moments differ in shape".into()));
+                }
+                let dev = first.m.device();
+                let (mut m, mut v) = (Tensor::<B>::zeros(&shape, &dev)?, Tensor::<B>::zeros(&shape, &dev)?);
+                let mut t = 0;
+                for (s, w) in &with {
+                    m = m.add(&s.m.mul_scalar(*w as f32)?)?;
+                    v = v.add(&s.v.mul_scalar(*w as f32)?)?;
+                    t = t.max(s.t);
+                }
+                Some(ParamState { m, v, t })
+            }
+        };
+        for (id, _) in parents {
+            self.state.remove(id);
+        }
+        match merged {
+            Some(st) => {
+                self.state.insert(child, st);
+            }
+            None => {
+                self.state.remove(&child);
+            }
+        }
+        Ok(())
+    }
+
+    /// Cull rule: the state of `id` is dropped.
+    pub fn cull(&mut self, id: ParamId) {
+        self.state.remove(&id);
     }
 }

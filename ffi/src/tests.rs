@@ -521,11 +521,15 @@ fn header_is_current() {
 #[test]
 fn every_architecture_trains_saves_and_reloads() {
     let dev = cpu();
-    for spec in [
-        r#"{"arch": "cell-token", "preset": "tiny", "seed": 2}"#,
-        r#"{"arch": "cell-token", "preset": "tiny", "model": {"mode": "as-coded"}, "chars": "abcdefgh "}"#,
-        r#"{"arch": "cellular-transformer", "preset": "tiny", "seed": 2}"#,
-    ] {
+    let mut specs: Vec<String> = protocell_runtime::registry::models()
+        .iter()
+        .map(|m| format!(r#"{{"arch": "{}", "preset": "tiny", "seed": 2}}"#, m.name))
+        .collect();
+    specs.push(
+        r#"{"arch": "cell-token", "preset": "tiny", "model": {"mode": "as-coded"}, "chars": "abcdefgh "}"#.into(),
+    );
+    for spec in &specs {
+        let spec = spec.as_str();
         let mut m = model(dev, spec);
         let i = info(m);
         let mut opt = optimizer(r#"{"lr": 1e-2, "warmup": 2, "total_steps": 6}"#);

@@ -6,7 +6,7 @@
 use crate::config::{merge, RunConfig};
 use crate::infer::{self, Sampling};
 use crate::registry;
-use crate::session::{optimizer_step, StepStats};
+use crate::session::{check_batch, track, StepStats};
 use crate::{with_arch, with_device, Device};
 use protocell_core::autodiff::{Autodiff, AutodiffBackend};
 use protocell_core::backend::Backend;
@@ -14,10 +14,12 @@ use protocell_core::cell::colony::{Colony, ColonyConfig};
 use protocell_core::data::{Batch, CharTokenizer, Tokenizer};
 use protocell_core::error::{Error, Result};
 use protocell_core::models::LanguageModel;
-use protocell_core::nn::{export_params, ForwardCtx, Module};
-use protocell_core::optim::{AdamW, AdamWConfig, DecayFilter, Schedule};
-use protocell_core::record::{Checkpoint, NamedTensor};
+use protocell_core::nn::ForwardCtx;
+use protocell_core::optim::{AdamWConfig, DecayFilter, Schedule};
+use protocell_core::record::Checkpoint;
 use protocell_core::rng::RngKey;
+use protocell_core::train::checkpoint::{has_optimizer, load_model, model_checkpoint, restore_trainer, save_trainer};
+use protocell_core::train::{OptimizerSettings, Trainer};
 use protocell_core::{Ids, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,7 +40,7 @@ const DROPOUT_STREAM: u64 = 3;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// Architecture id (see [`registry::MODELS`]).
+    /// Architecture id (see [`registry::models`]).
     #[serde(default = "default_arch")]
     pub arch: String,
     /// Preset of that architecture whose model settings are the starting point.
@@ -57,7 +59,7 @@ pub struct ModelSpec {
 }
 
 fn default_arch() -> String {
-    registry::DEFAULT_MODEL.to_string()
+    registry::default_model().to_string()
 }
 
 impl ModelSpec {
@@ -113,8 +115,10 @@ pub struct OptimizerConfig {
     pub beta2: f64,
     /// ε.
     pub eps: f64,
-    /// Decoupled weight decay (matrices and embeddings only).
+    /// Decoupled weight decay.
     pub weight_decay: f64,
+    /// Which parameters decay: `"matrices"` (matrices and embeddings, the default) or `"all"`.
+    pub decay: DecayFilter,
     /// Global gradient-norm clip (0 disables).
     pub grad_clip: f64,
 }
@@ -131,6 +135,7 @@ impl Default for OptimizerConfig {
             beta2: a.beta2,
             eps: a.eps,
             weight_decay: a.weight_decay,
+            decay: DecayFilter::Matrices,
             grad_clip: a.grad_clip,
         }
     }
@@ -144,25 +149,41 @@ impl OptimizerConfig {
         Ok(c)
     }
 
-    fn adamw(&self) -> AdamWConfig {
-        AdamWConfig {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            weight_decay: self.weight_decay,
-            decay: DecayFilter::Matrices,
-            grad_clip: self.grad_clip,
+    /// The optimiser settings (AdamW and schedule) these fields describe.
+    pub fn settings(&self) -> OptimizerSettings {
+        OptimizerSettings {
+            adamw: AdamWConfig {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: self.weight_decay,
+                decay: self.decay,
+                grad_clip: self.grad_clip,
+            },
+            schedule: Schedule { lr: self.lr, min_lr: self.min_lr, warmup: self.warmup, total: self.total_steps },
         }
     }
 
-    fn schedule(&self) -> Schedule {
-        Schedule { lr: self.lr, min_lr: self.min_lr, warmup: self.warmup, total: self.total_steps }
+    /// The fields of optimiser settings (from a checkpoint written by any front end).
+    pub fn from_settings(s: &OptimizerSettings) -> Self {
+        let (a, sc) = (&s.adamw, &s.schedule);
+        Self {
+            lr: sc.lr,
+            min_lr: sc.min_lr,
+            warmup: sc.warmup,
+            total_steps: sc.total,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+            decay: a.decay,
+            grad_clip: a.grad_clip,
+        }
     }
 
     /// Rejects out-of-range values.
     pub fn validate(&self) -> Result<()> {
-        self.adamw().validate()?;
-        self.schedule().validate()?;
+        self.settings().validate()?;
         if self.total_steps > 0 && self.warmup > self.total_steps {
             return Err(Error::Config(format!(
                 "optimizer warmup {} exceeds total_steps {}",
@@ -174,18 +195,14 @@ impl OptimizerConfig {
 
     /// Learning rate at 0-based step `t`.
     pub fn lr_at(&self, t: u64) -> f64 {
-        if self.total_steps == 0 {
-            if t < self.warmup {
-                return self.lr * (t + 1) as f64 / self.warmup as f64;
-            }
-            return self.lr;
-        }
-        self.schedule().at(t)
+        self.settings().schedule.at(t)
     }
 }
 
-/// AdamW state for one model. It binds to the first model it updates; using it with another
-/// model is an error (its moments belong to that model's parameters).
+/// An optimiser for one model: core's [`Trainer`] (AdamW state keyed by parameter id, the
+/// schedule, the step count) behind a type-erased handle. It binds to the first model it
+/// updates; using it with another model is an error (its moments belong to that model's
+/// parameters).
 pub struct Optimizer {
     cfg: OptimizerConfig,
     owner: Option<u64>,
@@ -256,20 +273,8 @@ struct Embedded<AB: AutodiffBackend, M> {
 
 impl<AB: AutodiffBackend, M: LanguageModel<AB>> Embedded<AB, M> {
     fn check_ids(&self, what: &str, ids: &[u32], batch: usize, seq: usize) -> Result<()> {
-        if batch == 0 || seq == 0 || batch.checked_mul(seq) != Some(ids.len()) {
-            return Err(Error::InvalidArgument(format!("{} {what} do not form a [{batch}, {seq}] batch", ids.len())));
-        }
-        if seq > self.model.context_len() {
-            return Err(Error::InvalidArgument(format!(
-                "sequence length {seq} exceeds the model context {}",
-                self.model.context_len()
-            )));
-        }
-        let v = self.model.vocab_size();
-        if let Some(i) = ids.iter().position(|&t| t as usize >= v) {
-            return Err(Error::InvalidArgument(format!("{what}[{i}] = {} is outside the vocabulary of {v}", ids[i])));
-        }
-        Ok(())
+        check_batch(ids, ids, batch, seq, self.model.context_len(), self.model.vocab_size())
+            .map_err(|e| Error::InvalidArgument(e.to_string().replace("inputs", what)))
     }
 }
 
@@ -317,104 +322,60 @@ where
         seq: usize,
     ) -> Result<StepStats> {
         let started = Instant::now();
-        self.check_ids("inputs", inputs, batch, seq)?;
-        self.check_ids("targets", targets, batch, seq)?;
+        check_batch(inputs, targets, batch, seq, self.model.context_len(), self.model.vocab_size())?;
         if opt.owner.is_some_and(|o| o != self.id) {
             return Err(Error::InvalidArgument("this optimizer holds the state of another model".into()));
         }
         if opt.state.is_none() {
-            opt.state = Some(Box::new(AdamW::<AB::Inner>::new(opt.cfg.adamw())?));
+            opt.state = Some(Box::new(Trainer::<AB::Inner>::new(opt.cfg.settings())?));
         }
-        let state = opt
+        let trainer = opt
             .state
             .as_mut()
-            .and_then(|s| s.downcast_mut::<AdamW<AB::Inner>>())
+            .and_then(|s| s.downcast_mut::<Trainer<AB::Inner>>())
             .ok_or_else(|| Error::InvalidArgument("this optimizer belongs to a model on another backend".into()))?;
-        let lr = opt.cfg.lr_at(opt.steps);
-        let key = RngKey::new(self.seed).fold(DROPOUT_STREAM).fold(opt.steps);
+        let key = RngKey::new(self.seed).fold(DROPOUT_STREAM).fold(trainer.steps());
         let b = Batch { batch, seq, inputs: inputs.to_vec(), targets: targets.to_vec() };
-        let (loss, grad_norm, model_stats) = optimizer_step::<AB, M>(&mut self.model, state, &b, lr, key, &self.dev)?;
+        let rec = trainer.step::<AB, M>(&mut self.model, &b, key, &self.dev)?;
         opt.owner = Some(self.id);
-        opt.steps += 1;
-        Ok(StepStats {
-            step: opt.steps,
-            loss,
-            lr,
-            grad_norm,
-            tokens: (batch * seq) as u64,
-            seconds: started.elapsed().as_secs_f64(),
-            model_stats,
-        })
+        opt.steps = trainer.steps();
+        Ok(StepStats::from_record(rec, started))
     }
     fn checkpoint(&self, opt: Option<&Optimizer>) -> Result<Checkpoint> {
-        let mut tensors: Vec<NamedTensor> = export_params::<AB, M>(&self.model)?
-            .into_iter()
-            .map(|(name, h)| NamedTensor { name, shape: h.shape, data: h.data })
-            .collect();
-        let mut meta = vec![("backend".to_string(), AB::Inner::name())];
+        let mut ck = model_checkpoint::<AB, M>(&self.model, &self.tok)?;
+        ck.meta.push(("backend".to_string(), AB::Inner::name()));
+        // the seed keys the dropout stream: a reloaded model continues it
+        ck.meta.push(("seed".to_string(), self.seed.to_string()));
         if let Some(o) = opt.filter(|o| o.owner == Some(self.id)) {
-            if let Some(state) = o.state.as_ref().and_then(|s| s.downcast_ref::<AdamW<AB::Inner>>()) {
-                for (name, (m, v)) in state.moments() {
-                    tensors.push(NamedTensor {
-                        name: format!("optim.m.{name}"),
-                        shape: m.shape().to_vec(),
-                        data: m.to_vec()?,
-                    });
-                    tensors.push(NamedTensor {
-                        name: format!("optim.v.{name}"),
-                        shape: v.shape().to_vec(),
-                        data: v.to_vec()?,
-                    });
-                }
-                meta.push(("optim.steps".to_string(), o.steps.to_string()));
-                meta.push((
-                    "optim.config".to_string(),
-                    serde_json::to_string(&o.cfg).map_err(|e| Error::Config(e.to_string()))?,
-                ));
+            if let Some(trainer) = o.state.as_ref().and_then(|s| s.downcast_ref::<Trainer<AB::Inner>>()) {
+                save_trainer::<AB::Inner, M, AB>(trainer, &self.model, &mut ck)?;
             }
         }
-        Ok(Checkpoint {
-            arch: M::ARCH.to_string(),
-            model_config: serde_json::to_string(self.model.config()).map_err(|e| Error::Config(e.to_string()))?,
-            tokenizer: self.tok.clone(),
-            train: None,
-            lifecycle: Vec::new(),
-            meta,
-            tensors,
-        })
+        Ok(ck)
     }
     fn restore_optimizer(&self, ckpt: &Checkpoint) -> Result<Optimizer> {
-        let meta = |k: &str| ckpt.meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-        let (Some(cfg), Some(steps)) = (meta("optim.config"), meta("optim.steps")) else {
+        // version-1 files: the embedding API kept the settings in `optim.*` metadata, a
+        // training session in its run configuration
+        let legacy = if has_optimizer(ckpt) {
+            None
+        } else if let (Some(cfg), Some(steps)) = (ckpt.meta_value("optim.config"), ckpt.meta_value("optim.steps")) {
+            let cfg =
+                OptimizerConfig::from_json(cfg).map_err(|e| Error::Checkpoint(format!("optimizer settings: {e}")))?;
+            let steps: u64 = steps.parse().map_err(|_| Error::Checkpoint(format!("optimizer step count {steps:?}")))?;
+            Some((cfg.settings(), steps))
+        } else if let Some(meta) = ckpt.train_meta()? {
+            let run = RunConfig::from_value(
+                serde_json::from_str(&meta.run_config)
+                    .map_err(|e| Error::Checkpoint(format!("stored run configuration: {e}")))?,
+            )?;
+            Some((run.train.optimizer(), meta.step))
+        } else {
             return Err(Error::Checkpoint("this checkpoint holds no optimizer state".into()));
         };
-        let cfg = OptimizerConfig::from_json(cfg).map_err(|e| Error::Checkpoint(format!("optimizer settings: {e}")))?;
-        let steps: u64 = steps.parse().map_err(|_| Error::Checkpoint(format!("optimizer step count {steps:?}")))?;
-        let mut moments = std::collections::BTreeMap::new();
-        let mut err = None;
-        self.model.visit("", &mut |name, p| {
-            let (m, v) = (ckpt.tensor(&format!("optim.m.{name}")), ckpt.tensor(&format!("optim.v.{name}")));
-            match (m, v) {
-                (Some(m), Some(v)) if m.shape == p.shape() && v.shape == p.shape() => {
-                    match (
-                        Tensor::<AB::Inner>::from_f32(&m.data, &m.shape, &self.dev),
-                        Tensor::<AB::Inner>::from_f32(&v.data, &v.shape, &self.dev),
-                    ) {
-                        (Ok(a), Ok(b)) => {
-                            moments.insert(name.to_string(), (a, b));
-                        }
-                        (Err(e), _) | (_, Err(e)) => err = Some(e),
-                    }
-                }
-                _ => err = Some(Error::Checkpoint(format!("optimizer moments of {name} are missing or misshapen"))),
-            }
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        let mut adamw = AdamW::<AB::Inner>::new(cfg.adamw())?;
-        adamw.restore(steps, moments);
-        Ok(Optimizer { cfg, owner: Some(self.id), steps, state: Some(Box::new(adamw)) })
+        let trainer = restore_trainer::<AB::Inner, AB, M>(ckpt, &self.model, &self.dev, legacy)?;
+        let cfg = OptimizerConfig::from_settings(trainer.settings());
+        cfg.validate().map_err(|e| Error::Checkpoint(format!("optimizer settings: {e}")))?;
+        Ok(Optimizer { cfg, owner: Some(self.id), steps: trainer.steps(), state: Some(Box::new(trainer)) })
     }
 }
 
@@ -429,7 +390,7 @@ pub fn create(spec: &ModelSpec, device: Device) -> Result<Box<dyn Model>> {
             let cfg: <M as LanguageModel<AB>>::Config = serde_json::from_value(cfg_json)
                 .map_err(|e| Error::Config(format!("{} model settings: {e}", spec.arch)))?;
             let mut model = M::init(&cfg, RngKey::new(seed).fold(INIT_STREAM), &dev)?;
-            model.visit_mut("", &mut |_, p| *p = p.require_grad());
+            track::<AB, M>(&mut model);
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             Ok(Box::new(Embedded::<AB, M> { id, device, model, tok, seed, dev }) as Box<dyn Model>)
         })
@@ -439,12 +400,16 @@ pub fn create(spec: &ModelSpec, device: Device) -> Result<Box<dyn Model>> {
 /// The model of a checkpoint (from `protocell train` or [`Model::checkpoint`]) on `device`,
 /// ready to generate or to go on training with a fresh optimiser.
 pub fn load(ckpt: &Checkpoint, device: Device) -> Result<Box<dyn Model>> {
-    let seed = ckpt.train.as_ref().map_or(0, |t| t.seed);
+    let seed = match (ckpt.train_meta()?, ckpt.meta_value("seed")) {
+        (Some(t), _) => t.seed,
+        (None, Some(s)) => s.parse().map_err(|_| Error::Checkpoint(format!("seed {s:?} is not a number")))?,
+        (None, None) => 0,
+    };
     with_device!(device, |B, dev| {
         type AB = Autodiff<B>;
         with_arch!(ckpt.arch.as_str(), AB, |M| {
-            let mut model = infer::model_from_checkpoint::<AB, M>(ckpt, &dev)?;
-            model.visit_mut("", &mut |_, p| *p = p.require_grad());
+            let mut model = load_model::<AB, M>(ckpt, &dev)?;
+            track::<AB, M>(&mut model);
             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
             let tok = ckpt.tokenizer.clone();
             Ok(Box::new(Embedded::<AB, M> { id, device, model, tok, seed, dev }) as Box<dyn Model>)

@@ -5,11 +5,11 @@ use protocell_core::backend::Backend;
 use protocell_core::data::{sequential_windows, Tokenizer};
 use protocell_core::error::{Error, Result};
 use protocell_core::models::LanguageModel;
-use protocell_core::nn::{import_params, ForwardCtx, HostTensor};
+use protocell_core::nn::ForwardCtx;
 use protocell_core::record::Checkpoint;
 use protocell_core::rng::{Philox, RngKey};
+use protocell_core::train::checkpoint;
 use protocell_core::Ids;
-use std::collections::BTreeMap;
 
 /// Token sampling settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -217,37 +217,11 @@ where
     }
 }
 
-/// Host copies of the model parameters of a checkpoint (the `optim.*` tensors excluded).
-pub fn model_tensors(ckpt: &Checkpoint) -> BTreeMap<String, HostTensor> {
-    ckpt.tensors
-        .iter()
-        .filter(|t| !t.name.starts_with("optim."))
-        .map(|t| (t.name.clone(), HostTensor { shape: t.shape.clone(), data: t.data.clone() }))
-        .collect()
-}
-
-/// The model of `ckpt` on `dev` of backend `B`: config parsed, weights loaded, tokenizer
-/// checked against the vocabulary.
-pub(crate) fn model_from_checkpoint<B: Backend, M: LanguageModel<B>>(ckpt: &Checkpoint, dev: &B::Device) -> Result<M> {
-    let cfg: M::Config = serde_json::from_str(&ckpt.model_config)
-        .map_err(|e| Error::Checkpoint(format!("model configuration does not fit {}: {e}", ckpt.arch)))?;
-    let mut model = M::init(&cfg, RngKey::new(0), dev)?;
-    import_params::<B, M>(&mut model, &model_tensors(ckpt), dev)?;
-    if model.vocab_size() != ckpt.tokenizer.vocab_size() {
-        return Err(Error::Checkpoint(format!(
-            "tokenizer {} does not match the model vocabulary {}",
-            ckpt.tokenizer.describe(),
-            model.vocab_size()
-        )));
-    }
-    Ok(model)
-}
-
 /// Builds the model of `ckpt` on `device` and loads its weights.
 pub fn load_model(ckpt: &Checkpoint, device: Device) -> Result<Box<dyn InferenceModel>> {
     with_device!(device, |B, dev| {
         with_arch!(ckpt.arch.as_str(), B, |M| {
-            let model = model_from_checkpoint::<B, M>(ckpt, &dev)?;
+            let model = checkpoint::load_model::<B, M>(ckpt, &dev)?;
             Ok(Box::new(Loaded::<B, M> { model, tok: ckpt.tokenizer.clone(), dev }) as Box<dyn InferenceModel>)
         })
     })

@@ -1,5 +1,5 @@
-//! Training sessions: one generic trainer, monomorphised per (backend, model), behind the
-//! object-safe [`Session`] trait that the CLI and the C ABI drive.
+//! Training sessions: a model, its data and core's [`Trainer`], monomorphised per (backend,
+//! model), behind the object-safe [`Session`] trait that the CLI drives.
 use crate::config::{RunConfig, SamplingKind};
 use crate::data::{self, Dataset};
 use crate::infer::{self, EvalReport, Sampling};
@@ -9,12 +9,11 @@ use protocell_core::backend::{Backend, MemoryStats};
 use protocell_core::data::{epoch_batch, eval_batches, train_batch, Batch, Tokenizer};
 use protocell_core::error::{Error, Result};
 use protocell_core::models::LanguageModel;
-use protocell_core::nn::{export_params, import_params, ForwardCtx};
-use protocell_core::optim::{AdamW, Schedule};
-use protocell_core::record::{fnv1a, Checkpoint, NamedTensor, TrainMeta};
+use protocell_core::nn::Module;
+use protocell_core::record::{fnv1a, Checkpoint, TrainMeta};
 use protocell_core::rng::RngKey;
-use protocell_core::{Ids, Tensor};
-use std::collections::BTreeMap;
+use protocell_core::train::checkpoint::{load_model, model_checkpoint, restore_trainer, save_trainer};
+use protocell_core::train::{self, StepRecord, Trainer};
 use std::time::Instant;
 
 /// Sub-stream tags of the run seed.
@@ -74,15 +73,13 @@ pub trait Session: Send {
     fn last_loss(&self) -> Option<f64>;
 }
 
-struct Trainer<AB: AutodiffBackend, M> {
+struct Run<AB: AutodiffBackend, M> {
     run: RunConfig,
     model: M,
-    opt: AdamW<AB::Inner>,
-    schedule: Schedule,
+    trainer: Trainer<AB::Inner>,
     data: Dataset,
     val: Vec<Batch>,
     dev: AB::Device,
-    step: u64,
     tokens_seen: u64,
     last_loss: Option<f64>,
     last_val: Option<f64>,
@@ -94,140 +91,129 @@ fn config_hash(run: &RunConfig) -> u64 {
     fnv1a(serde_json::to_string(&run.to_value()).unwrap_or_default().into_bytes())
 }
 
-impl<AB, M> Trainer<AB, M>
+/// Makes every parameter of `model` a gradient leaf (the autodiff graph starts there).
+pub(crate) fn track<AB: AutodiffBackend, M: Module<AB>>(model: &mut M) {
+    model.for_each_param_mut(&mut |_, p| {
+        let v = p.require_grad();
+        p.set(v)
+    });
+}
+
+impl<AB, M> Run<AB, M>
 where
     AB: AutodiffBackend,
     M: LanguageModel<AB>,
 {
-    fn new(mut run: RunConfig, data: Dataset, dev: AB::Device) -> Result<Self> {
+    fn new(mut run: RunConfig, data: Dataset, dev: AB::Device, ckpt: Option<&Checkpoint>) -> Result<Self> {
         // the vocabulary follows the data's tokenizer
         if let Some(v) = run.model.get_mut("vocab_size") {
             *v = serde_json::json!(data.tokenizer.vocab_size());
         }
-        let cfg: M::Config =
-            serde_json::from_value(run.model.clone()).map_err(|e| Error::Config(format!("model: {e}")))?;
         run.train.validate()?;
-        let mut model = M::init(&cfg, RngKey::new(run.train.seed).fold(INIT_STREAM), &dev)?;
-        if run.train.seq_len > model.context_len() {
+        let t = &run.train;
+        let (mut model, trainer, meta) = match ckpt {
+            None => {
+                let cfg: M::Config =
+                    serde_json::from_value(run.model.clone()).map_err(|e| Error::Config(format!("model: {e}")))?;
+                let model = M::init(&cfg, RngKey::new(t.seed).fold(INIT_STREAM), &dev)?;
+                (model, Trainer::new(t.optimizer())?, None)
+            }
+            Some(ck) => {
+                let meta =
+                    ck.train_meta()?.ok_or_else(|| Error::Checkpoint("checkpoint has no training state".into()))?;
+                let model = load_model::<AB, M>(ck, &dev)?;
+                // a version-1 file kept its optimiser settings in the run configuration
+                let trainer = restore_trainer::<AB::Inner, AB, M>(ck, &model, &dev, Some((t.optimizer(), meta.step)))?;
+                if trainer.steps() != meta.step {
+                    return Err(Error::Checkpoint(format!(
+                        "the optimizer has taken {} steps, the training state says {}",
+                        trainer.steps(),
+                        meta.step
+                    )));
+                }
+                (model, trainer, Some(meta))
+            }
+        };
+        if t.seq_len > model.context_len() {
             return Err(Error::Config(format!(
                 "train.seq_len {} exceeds the model context length {}",
-                run.train.seq_len,
+                t.seq_len,
                 model.context_len()
             )));
         }
-        model.visit_mut("", &mut |_, p| *p = p.require_grad());
-        let t = &run.train;
+        track::<AB, M>(&mut model);
         let val = eval_batches(&data.split.val, t.batch_size, t.seq_len, t.eval_batches)?;
-        let opt = AdamW::new(t.optim.clone())?;
-        let schedule = t.schedule();
         let config_hash = config_hash(&run);
         Ok(Self {
             run,
             model,
-            opt,
-            schedule,
+            trainer,
             data,
             val,
             dev,
-            step: 0,
-            tokens_seen: 0,
-            last_loss: None,
-            last_val: None,
+            tokens_seen: meta.as_ref().map_or(0, |m| m.tokens_seen),
+            last_loss: meta.as_ref().map(|m| m.loss),
+            last_val: meta.as_ref().and_then(|m| m.val_loss),
             config_hash,
             epoch_cache: None,
         })
     }
 
-    fn restore(&mut self, ckpt: &Checkpoint) -> Result<()> {
-        let meta = ckpt.train.as_ref().ok_or_else(|| Error::Checkpoint("checkpoint has no training state".into()))?;
-        let params = infer::model_tensors(ckpt);
-        import_params::<AB, M>(&mut self.model, &params, &self.dev)?;
-        self.model.visit_mut("", &mut |_, p| *p = p.require_grad());
-        let mut moments = BTreeMap::new();
-        let mut err = None;
-        self.model.visit("", &mut |name, p| {
-            let (m, v) = (ckpt.tensor(&format!("optim.m.{name}")), ckpt.tensor(&format!("optim.v.{name}")));
-            match (m, v) {
-                (Some(m), Some(v)) if m.shape == p.shape() && v.shape == p.shape() => {
-                    let mk = Tensor::<AB::Inner>::from_f32(&m.data, &m.shape, &self.dev);
-                    let vk = Tensor::<AB::Inner>::from_f32(&v.data, &v.shape, &self.dev);
-                    match (mk, vk) {
-                        (Ok(a), Ok(b)) => {
-                            moments.insert(name.to_string(), (a, b));
-                        }
-                        (Err(e), _) | (_, Err(e)) => err = Some(e),
-                    }
-                }
-                (None, None) if meta.step == 0 => {}
-                _ => err = Some(Error::Checkpoint(format!("optimizer moments of {name} are missing or misshapen"))),
-            }
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        self.opt.restore(meta.step, moments);
-        self.step = meta.step;
-        self.tokens_seen = meta.tokens_seen;
-        self.last_loss = Some(meta.loss);
-        self.last_val = meta.val_loss;
-        Ok(())
-    }
-
     fn update(&mut self, batch: &Batch, started: Instant) -> Result<StepStats> {
-        let lr = self.schedule.at(self.step);
-        let key = RngKey::new(self.run.train.seed).fold(DROPOUT_STREAM).fold(self.step);
-        let (loss, grad_norm, model_stats) =
-            optimizer_step::<AB, M>(&mut self.model, &mut self.opt, batch, lr, key, &self.dev)?;
-        self.step += 1;
-        let tokens = (batch.batch * batch.seq) as u64;
-        self.tokens_seen += tokens;
-        self.last_loss = Some(loss);
-        Ok(StepStats {
-            step: self.step,
-            loss,
-            lr,
-            grad_norm,
-            tokens,
-            seconds: started.elapsed().as_secs_f64(),
-            model_stats,
-        })
+        let key = RngKey::new(self.run.train.seed).fold(DROPOUT_STREAM).fold(self.trainer.steps());
+        let rec = self.trainer.step::<AB, M>(&mut self.model, batch, key, &self.dev)?;
+        self.tokens_seen += rec.tokens;
+        self.last_loss = Some(rec.loss);
+        Ok(StepStats::from_record(rec, started))
     }
 }
 
 /// Statistics a model reports about one pass (see [`StepStats::model_stats`]).
 pub type ModelStats = Vec<(&'static str, f64)>;
 
-/// One AdamW update of `model` on `batch` at learning rate `lr`: forward, backward, clipped
-/// update; `dropout` keys the step's dropout masks. Returns `(loss, gradient norm, model
-/// statistics)`. A non-finite loss or gradient is an error and leaves the parameters and
-/// optimiser state as they were.
-pub(crate) fn optimizer_step<AB, M>(
-    model: &mut M,
-    opt: &mut AdamW<AB::Inner>,
-    batch: &Batch,
-    lr: f64,
-    dropout: RngKey,
-    dev: &AB::Device,
-) -> Result<(f64, f64, ModelStats)>
-where
-    AB: AutodiffBackend,
-    M: LanguageModel<AB>,
-{
-    let shape = [batch.batch, batch.seq];
-    let x = Ids::<AB>::from_u32(&batch.inputs, &shape, dev)?;
-    let y = Ids::<AB>::from_u32(&batch.targets, &shape, dev)?;
-    let mut ctx = ForwardCtx::train(dropout);
-    let loss = model.loss(&x, &y, &mut ctx)?;
-    let lv = loss.to_scalar()? as f64;
-    if !lv.is_finite() {
-        return Err(Error::NonFinite(format!("training loss is {lv} at step {}", opt.step + 1)));
+impl StepStats {
+    /// A core step record with the wall time since `started`.
+    pub(crate) fn from_record(r: StepRecord, started: Instant) -> Self {
+        StepStats {
+            step: r.step,
+            loss: r.loss,
+            lr: r.lr,
+            grad_norm: r.grad_norm,
+            tokens: r.tokens,
+            seconds: started.elapsed().as_secs_f64(),
+            model_stats: r.model_stats,
+        }
     }
-    let mut grads = loss.backward()?;
-    let report = opt.step::<AB, M>(model, &mut grads, lr)?;
-    Ok((lv, report.grad_norm, ctx.stats().to_vec()))
 }
 
-impl<AB, M> Session for Trainer<AB, M>
+/// Checks a caller-provided batch `[batch, seq]` of inputs and targets for a model of
+/// `context` positions and `vocab` symbols.
+pub(crate) fn check_batch(
+    inputs: &[u32],
+    targets: &[u32],
+    batch: usize,
+    seq: usize,
+    context: usize,
+    vocab: usize,
+) -> Result<()> {
+    for (what, ids) in [("inputs", inputs), ("targets", targets)] {
+        if batch == 0 || seq == 0 || batch.checked_mul(seq) != Some(ids.len()) {
+            return Err(Error::InvalidArgument(format!("{} {what} do not form a [{batch}, {seq}] batch", ids.len())));
+        }
+        if let Some(i) = ids.iter().position(|&t| t as usize >= vocab) {
+            return Err(Error::InvalidArgument(format!(
+                "{what}[{i}] = {} is outside the vocabulary of {vocab}",
+                ids[i]
+            )));
+        }
+    }
+    if seq > context {
+        return Err(Error::InvalidArgument(format!("sequence length {seq} exceeds the model context {context}")));
+    }
+    Ok(())
+}
+
+impl<AB, M> Session for Run<AB, M>
 where
     AB: AutodiffBackend,
     AB::Device: Send,
@@ -238,7 +224,7 @@ where
         &self.run
     }
     fn step(&self) -> u64 {
-        self.step
+        self.trainer.steps()
     }
     fn num_params(&self) -> usize {
         self.model.num_params()
@@ -253,41 +239,23 @@ where
         let started = Instant::now();
         let t = &self.run.train;
         let key = RngKey::new(t.seed).fold(DATA_STREAM);
+        let step = self.trainer.steps();
         let batch = match t.sampling {
-            SamplingKind::Random => train_batch(&self.data.split.train, t.batch_size, t.seq_len, key, self.step)?,
+            SamplingKind::Random => train_batch(&self.data.split.train, t.batch_size, t.seq_len, key, step)?,
             SamplingKind::Epochs => {
-                epoch_batch(&self.data.split.train, t.batch_size, t.seq_len, key, self.step, &mut self.epoch_cache)?
+                epoch_batch(&self.data.split.train, t.batch_size, t.seq_len, key, step, &mut self.epoch_cache)?
             }
         };
         self.update(&batch, started)
     }
     fn train_on(&mut self, inputs: &[u32], targets: &[u32], batch: usize, seq: usize) -> Result<StepStats> {
         let started = Instant::now();
-        if batch == 0 || seq == 0 || inputs.len() != batch * seq || targets.len() != batch * seq {
-            return Err(Error::InvalidArgument(format!(
-                "{} inputs / {} targets do not form a [{batch}, {seq}] batch",
-                inputs.len(),
-                targets.len()
-            )));
-        }
-        if seq > self.model.context_len() {
-            return Err(Error::InvalidArgument(format!(
-                "sequence {seq} exceeds the context {}",
-                self.model.context_len()
-            )));
-        }
+        check_batch(inputs, targets, batch, seq, self.model.context_len(), self.model.vocab_size())?;
         let b = Batch { batch, seq, inputs: inputs.to_vec(), targets: targets.to_vec() };
         self.update(&b, started)
     }
     fn evaluate(&mut self) -> Result<f64> {
-        let mut total = 0.0;
-        for b in &self.val {
-            let shape = [b.batch, b.seq];
-            let x = Ids::<AB>::from_u32(&b.inputs, &shape, &self.dev)?;
-            let y = Ids::<AB>::from_u32(&b.targets, &shape, &self.dev)?;
-            total += self.model.loss(&x, &y, &mut ForwardCtx::eval())?.to_scalar()? as f64;
-        }
-        let v = total / self.val.len() as f64;
+        let v = train::evaluate::<AB, M>(&self.model, &self.val, &self.dev)?;
         self.last_val = Some(v);
         Ok(v)
     }
@@ -295,32 +263,20 @@ where
         infer::evaluate::<AB, M>(&self.model, &self.data.tokenizer, tokens, batch, &self.dev)
     }
     fn checkpoint(&self) -> Result<Checkpoint> {
-        let mut tensors: Vec<NamedTensor> = export_params::<AB, M>(&self.model)?
-            .into_iter()
-            .map(|(name, h)| NamedTensor { name, shape: h.shape, data: h.data })
-            .collect();
-        for (name, (m, v)) in self.opt.moments() {
-            tensors.push(NamedTensor { name: format!("optim.m.{name}"), shape: m.shape().to_vec(), data: m.to_vec()? });
-            tensors.push(NamedTensor { name: format!("optim.v.{name}"), shape: v.shape().to_vec(), data: v.to_vec()? });
-        }
-        Ok(Checkpoint {
-            arch: M::ARCH.to_string(),
-            model_config: serde_json::to_string(self.model.config()).map_err(|e| Error::Config(e.to_string()))?,
-            tokenizer: self.data.tokenizer.clone(),
-            train: Some(TrainMeta {
-                step: self.step,
-                seed: self.run.train.seed,
-                loss: self.last_loss.unwrap_or(f64::NAN),
-                val_loss: self.last_val,
-                tokens_seen: self.tokens_seen,
-                config_hash: self.config_hash,
-                data_hash: self.data.hash,
-                run_config: self.run.to_json(),
-            }),
-            lifecycle: Vec::new(),
-            meta: vec![("backend".into(), AB::Inner::name())],
-            tensors,
-        })
+        let mut ck = model_checkpoint::<AB, M>(&self.model, &self.data.tokenizer)?;
+        save_trainer::<AB::Inner, M, AB>(&self.trainer, &self.model, &mut ck)?;
+        ck.set_train_meta(&TrainMeta {
+            step: self.trainer.steps(),
+            seed: self.run.train.seed,
+            loss: self.last_loss.unwrap_or(f64::NAN),
+            val_loss: self.last_val,
+            tokens_seen: self.tokens_seen,
+            config_hash: self.config_hash,
+            data_hash: self.data.hash,
+            run_config: self.run.to_json(),
+        })?;
+        ck.meta.push(("backend".into(), AB::Inner::name()));
+        Ok(ck)
     }
     fn generate(&self, prompt: &[u32], n_new: usize, s: &Sampling) -> Result<Vec<u32>> {
         infer::generate::<AB, M>(&self.model, prompt, n_new, s, &self.dev)
@@ -341,11 +297,7 @@ fn build(run: RunConfig, data: Dataset, device: Device, ckpt: Option<&Checkpoint
     with_device!(device, |B, dev| {
         type AB = Autodiff<B>;
         with_arch!(arch.as_str(), AB, |M| {
-            let mut t = Trainer::<AB, M>::new(run, data, dev)?;
-            if let Some(c) = ckpt {
-                t.restore(c)?;
-            }
-            Ok(Box::new(t) as Box<dyn Session>)
+            Ok(Box::new(Run::<AB, M>::new(run, data, dev, ckpt)?) as Box<dyn Session>)
         })
     })
 }
@@ -361,7 +313,7 @@ pub fn new_session(run: RunConfig, device: Device) -> Result<Box<dyn Session>> {
 /// total (the schedule then stretches to the new total); the data must be the same text.
 pub fn resume_session(ckpt: &Checkpoint, device: Device, steps: Option<u64>) -> Result<Box<dyn Session>> {
     let meta =
-        ckpt.train.as_ref().ok_or_else(|| Error::Checkpoint("checkpoint holds no training state to resume".into()))?;
+        ckpt.train_meta()?.ok_or_else(|| Error::Checkpoint("checkpoint holds no training state to resume".into()))?;
     let mut run = RunConfig::from_value(
         serde_json::from_str(&meta.run_config)
             .map_err(|e| Error::Checkpoint(format!("stored run configuration: {e}")))?,

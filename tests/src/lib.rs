@@ -10,6 +10,7 @@
 //! `tests/cpu.rs`.
 pub mod grad;
 pub mod reference;
+pub mod spy;
 pub mod suite;
 
 /// Absolute + relative tolerance: `|a − b| ≤ abs + rel·|b|`.
@@ -89,7 +90,8 @@ pub fn tiny_run(model: &str) -> protocell_runtime::RunConfig {
 pub fn trains_every_model_and_checkpoints_cross_backends(device: protocell_runtime::Device) {
     use protocell_runtime::infer::Sampling;
     use protocell_runtime::{load_model, new_session, Device};
-    for model in ["gpt", "cell-token", "cellular-transformer"] {
+    for entry in protocell_runtime::registry::models() {
+        let model = entry.name;
         let mut on_dev = new_session(tiny_run(model), device).unwrap();
         let mut on_cpu = new_session(tiny_run(model), Device::Cpu).unwrap();
         let mut losses = Vec::new();

@@ -53,8 +53,8 @@ fn fnv(words: impl IntoIterator<Item = u32>) -> u64 {
 /// Runs every model × preset and returns the record `{ "<model>/<preset>": {...} }`.
 fn record() -> Value {
     let mut out = serde_json::Map::new();
-    for m in registry::MODELS {
-        for (preset, _) in m.presets {
+    for m in registry::models() {
+        for (preset, _) in &m.presets {
             let run = small(m.name, preset);
             let mut s = new_session(run, Device::Cpu).unwrap();
             let mut steps = Vec::new();

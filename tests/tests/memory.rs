@@ -3,16 +3,21 @@
 use protocell_runtime::{new_session, registry, Device, RunConfig};
 use serde_json::json;
 
-/// Every model (with dropout, and CellToken with pruning on): live tensors and bytes between
-/// steps and the peak within a step are the same at every step after warm-up.
+/// Every model of the registry (with dropout and pruning on where the model has them): live
+/// tensors and bytes between steps and the peak within a step are the same at every step
+/// after warm-up.
 #[test]
 fn live_tensors_and_bytes_stay_flat_across_steps() {
-    for (model, extra) in [
-        ("gpt", json!({"dropout": 0.1})),
-        ("cell-token", json!({"dropout": 0.1, "pruning": {"rate": 0.3, "threshold": 0.3}})),
-        ("cellular-transformer", json!({})),
-    ] {
+    for entry in registry::models() {
+        let model = entry.name;
         let mut v = registry::preset(model, Some("tiny")).unwrap().to_value();
+        let mut extra = json!({});
+        if v["model"].get("dropout").is_some() {
+            extra["dropout"] = json!(0.1);
+        }
+        if v["model"].get("pruning").is_some() {
+            extra["pruning"] = json!({"rate": 0.3, "threshold": 0.3});
+        }
         v["train"]["steps"] = json!(80);
         v["train"]["batch_size"] = json!(4);
         v["train"]["data"]["corpus_bytes"] = json!(50_000);

@@ -298,19 +298,26 @@ pub(crate) fn cross_entropy_bwd(
 }
 
 simd! {
-    fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamWStep) {
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_chunk(p: &[f32], g: &[f32], m: &[f32], v: &[f32], po: &mut [f32], mo: &mut [f32], vo: &mut [f32], h: &AdamWStep) {
         let (b1, b2) = (h.beta1, h.beta2);
         let (c1, c2) = (1.0 - b1, 1.0 - b2);
-        for (((pv, &gr), mv), vv) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let ins = p.iter().zip(g).zip(m).zip(v);
+        let outs = po.iter_mut().zip(mo.iter_mut()).zip(vo.iter_mut());
+        for ((((&pv, &gr), &m0), &v0), ((pw, mw), vw)) in ins.zip(outs) {
             let gv = gr * h.grad_scale;
-            *mv = b1 * *mv + c1 * gv;
-            *vv = b2 * *vv + c2 * gv * gv;
+            let mv = b1 * m0 + c1 * gv;
+            let vv = b2 * v0 + c2 * gv * gv;
             let denom = vv.sqrt() * h.inv_sqrt_bc2 + h.eps;
-            *pv = *pv * h.decay - h.step_size * (*mv / denom);
+            *mw = mv;
+            *vw = vv;
+            *pw = pv * h.decay - h.step_size * (mv / denom);
         }
     }
 }
 
+/// One AdamW update into new buffers (the inputs stay as they were, so an optimiser can
+/// compute every update of a step before it commits any).
 pub(crate) fn adamw(
     p: CpuTensor,
     g: &CpuTensor,
@@ -318,16 +325,17 @@ pub(crate) fn adamw(
     v: CpuTensor,
     h: &AdamWStep,
 ) -> (CpuTensor, CpuTensor, CpuTensor) {
-    let (mut pd, shape) = p.into_parts();
-    let (mut md, _) = m.into_parts();
-    let (mut vd, _) = v.into_parts();
-    let gd = g.data();
-    pd.par_chunks_mut(CHUNK)
-        .zip(md.par_chunks_mut(CHUNK))
-        .zip(vd.par_chunks_mut(CHUNK))
-        .zip(gd.par_chunks(CHUNK))
-        .for_each(|(((pc, mc), vc), gc)| adamw_chunk(pc, gc, mc, vc, h));
-    (CpuTensor::new(pd, shape.clone()), CpuTensor::new(md, shape.clone()), CpuTensor::new(vd, shape))
+    let n = p.data().len();
+    let (mut po, mut mo, mut vo) = (alloc(n), alloc(n), alloc(n));
+    let (pd, gd, md, vd) = (p.data(), g.data(), m.data(), v.data());
+    po.par_chunks_mut(CHUNK).zip(mo.par_chunks_mut(CHUNK)).zip(vo.par_chunks_mut(CHUNK)).enumerate().for_each(
+        |(c, ((pc, mc), vc))| {
+            let r = c * CHUNK..(c * CHUNK + pc.len());
+            adamw_chunk(&pd[r.clone()], &gd[r.clone()], &md[r.clone()], &vd[r], pc, mc, vc, h)
+        },
+    );
+    let shape = p.shape.clone();
+    (CpuTensor::new(po, shape.clone()), CpuTensor::new(mo, shape.clone()), CpuTensor::new(vo, shape))
 }
 
 /// Elements per partial sum of [`sum_squares`] (fixed: the result does not depend on threads).

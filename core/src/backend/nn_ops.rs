@@ -27,9 +27,10 @@ pub struct AdamWStep {
 impl AdamWStep {
     /// Constants for step `t ≥ 1` with learning rate `lr` and weight decay `wd`.
     pub fn new(lr: f64, beta1: f64, beta2: f64, eps: f64, wd: f64, t: u64) -> Self {
-        let t = t.max(1) as i32;
-        let bc1 = 1.0 - libm::pow(beta1, t as f64);
-        let bc2 = 1.0 - libm::pow(beta2, t as f64);
+        // t as f64 is exact up to 2⁵³ and only rounds above it, where βᵗ is 0 anyway
+        let t = t.max(1) as f64;
+        let bc1 = 1.0 - libm::pow(beta1, t);
+        let bc2 = 1.0 - libm::pow(beta2, t);
         Self {
             beta1: beta1 as f32,
             beta2: beta2 as f32,

@@ -18,7 +18,7 @@ use super::LanguageModel;
 use crate::backend::Backend;
 use crate::cell::{scalar, CellMode, CellOps, ColonySpec, Pruning, N_COEFFS, SEED_COEFFS};
 use crate::error::{Error, Result};
-use crate::nn::{join, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
+use crate::nn::{Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Param, ParamIds, SelfAttention};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
@@ -136,40 +136,105 @@ impl CellTokenConfig {
     }
 }
 
+impl super::Architecture for CellTokenConfig {
+    const ARCH: &'static str = "cell-token";
+    const ABOUT: &'static str =
+        "CellToken (seed 000): tokens as colonies of EPGL cells with mucus rewiring, then a pre-norm transformer";
+    fn forward_flops(&self, tokens: usize, seq: usize) -> Option<f64> {
+        Some(CellTokenConfig::forward_flops(self, tokens, seq))
+    }
+    fn presets() -> Vec<super::Preset<Self>> {
+        use crate::train::config::{DataConfig, TrainConfig};
+        let seed = |name, about, mode| {
+            let (model, train) = seed_recipe(mode);
+            super::Preset { name, about, model, train }
+        };
+        alloc::vec![
+            super::Preset {
+                name: "default",
+                about: "sound cell mode, width 128, 6 blocks × 5 inner steps, depth 3, context 128, batch 16, built-in corpus",
+                model: CellTokenConfig::default(),
+                train: TrainConfig { batch_size: 16, seq_len: 128, steps: 1000, ..TrainConfig::default() },
+            },
+            seed(
+                "seed",
+                "the seed's run: as-coded cells, seed corpus (29 characters), 500 steps, AdamW 3e-4 → 1e-5",
+                CellMode::AsCoded
+            ),
+            seed(
+                "described",
+                "the seed's run with the seed paper's equations (as-described cells)",
+                CellMode::AsDescribed
+            ),
+            super::Preset {
+                name: "tiny",
+                about: "width 32, 4 blocks × 2 steps, depth 1, context 32 (CI)",
+                model: CellTokenConfig {
+                    ctx_len: 32,
+                    d_model: 32,
+                    num_blocks: 4,
+                    inner_steps: 2,
+                    n_head: 2,
+                    depth: 1,
+                    ..CellTokenConfig::default()
+                },
+                train: TrainConfig {
+                    steps: 100,
+                    batch_size: 8,
+                    seq_len: 32,
+                    lr: 2e-3,
+                    min_lr: 2e-4,
+                    warmup: 10,
+                    eval_every: 50,
+                    eval_batches: 4,
+                    data: DataConfig { corpus_bytes: 64 << 10, ..DataConfig::default() },
+                    ..TrainConfig::default()
+                },
+            },
+        ]
+    }
+}
+
+/// The CellToken seed's training recipe (`cellular.md` §2.5) for a cell mode.
+fn seed_recipe(mode: CellMode) -> (CellTokenConfig, crate::train::TrainConfig) {
+    use crate::optim::{AdamWConfig, DecayFilter};
+    use crate::train::config::{Corpus, DataConfig, TokenizerKind, TrainConfig};
+    let model = CellTokenConfig { mode, vocab_size: 29, ..CellTokenConfig::default() };
+    let train = TrainConfig {
+        steps: 500,
+        batch_size: 16,
+        seq_len: 128,
+        lr: 3e-4,
+        min_lr: 1e-5,
+        warmup: 0,
+        optim: AdamWConfig { weight_decay: 0.01, decay: DecayFilter::All, ..AdamWConfig::default() },
+        eval_every: 50,
+        eval_batches: 8,
+        checkpoint_every: 0,
+        data: DataConfig {
+            corpus: Corpus::SeedSentences,
+            corpus_bytes: 300,
+            tokenizer: TokenizerKind::Chars,
+            ..DataConfig::default()
+        },
+        ..TrainConfig::default()
+    };
+    (model, train)
+}
+
 /// The cell path's parameters.
 #[derive(Debug, Clone)]
 pub struct CellPath<B: Backend> {
     /// `A`: `d → 4N`, the initial block states.
     pub proj_h: Linear<B>,
     /// The nine colony coefficients (raw; softplus is applied in the sound mode).
-    pub coeffs: Tensor<B>,
+    pub coeffs: Param<B>,
     /// `S`: `d → N`, the per-block stimulus (sound mode).
     pub stim: Option<Linear<B>>,
     /// `C`: `4N + N² → d`, the TokenCollapse projection.
     pub collapse: Linear<B>,
     /// TokenCollapse norm.
     pub ln: LayerNorm<B>,
-}
-
-impl<B: Backend> Module<B> for CellPath<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.proj_h.visit(&join(p, "proj_h"), f);
-        f(&join(p, "coeffs"), &self.coeffs);
-        if let Some(s) = &self.stim {
-            s.visit(&join(p, "stim"), f);
-        }
-        self.collapse.visit(&join(p, "collapse"), f);
-        self.ln.visit(&join(p, "ln"), f);
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.proj_h.visit_mut(&join(p, "proj_h"), f);
-        f(&join(p, "coeffs"), &mut self.coeffs);
-        if let Some(s) = &mut self.stim {
-            s.visit_mut(&join(p, "stim"), f);
-        }
-        self.collapse.visit_mut(&join(p, "collapse"), f);
-        self.ln.visit_mut(&join(p, "ln"), f);
-    }
 }
 
 /// The CellToken model.
@@ -186,28 +251,11 @@ pub struct CellToken<B: Backend> {
     pub blocks: Vec<Block<B>>,
     /// Final norm.
     pub ln_f: LayerNorm<B>,
+    ids: ParamIds,
 }
 
-impl<B: Backend> Module<B> for CellToken<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.wte.visit(&join(p, "wte"), f);
-        self.wpe.visit(&join(p, "wpe"), f);
-        self.cell.visit(&join(p, "cell"), f);
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.visit(&join(p, &format!("blocks.{i}")), f);
-        }
-        self.ln_f.visit(&join(p, "ln_f"), f);
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.wte.visit_mut(&join(p, "wte"), f);
-        self.wpe.visit_mut(&join(p, "wpe"), f);
-        self.cell.visit_mut(&join(p, "cell"), f);
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.visit_mut(&join(p, &format!("blocks.{i}")), f);
-        }
-        self.ln_f.visit_mut(&join(p, "ln_f"), f);
-    }
-}
+crate::module!(CellPath { proj_h, coeffs, stim, collapse, ln });
+crate::module!(CellToken { wte, wpe, cell, blocks, ln_f });
 
 /// `x` with `softplus(x) = v`: the raw value that makes a softplus-parameterised coefficient start at `v`.
 fn inv_softplus(v: f32) -> f32 {
@@ -234,7 +282,7 @@ impl<B: Backend + CellOps<B>> CellToken<B> {
         let w0 = Tensor::from_f32(&scalar::initial_mucus(c.mode, n), &[1, n, n], &dev)?.expand(&[t, n, n])?;
         let coeffs = match c.mode {
             CellMode::Sound => self.cell.coeffs.unary(crate::backend::Unary::Softplus)?,
-            _ => self.cell.coeffs.clone(),
+            _ => self.cell.coeffs.value().clone(),
         };
         let (h, w, alive) = crate::cell::colony(&h0, &w0, &stim, &coeffs, &c.spec())?;
         if c.pruning.is_some() {
@@ -250,7 +298,6 @@ impl<B: Backend + CellOps<B>> CellToken<B> {
 
 impl<B: Backend + CellOps<B>> LanguageModel<B> for CellToken<B> {
     type Config = CellTokenConfig;
-    const ARCH: &'static str = "cell-token";
 
     fn init(cfg: &CellTokenConfig, key: RngKey, dev: &B::Device) -> Result<Self> {
         cfg.validate()?;
@@ -261,7 +308,7 @@ impl<B: Backend + CellOps<B>> LanguageModel<B> for CellToken<B> {
         };
         let cell = CellPath {
             proj_h: Linear::new(d, 4 * n, true, std, key.fold(10), dev)?,
-            coeffs: Tensor::from_f32(&raw, &[N_COEFFS], dev)?,
+            coeffs: Param::new(Tensor::from_f32(&raw, &[N_COEFFS], dev)?),
             stim: if cfg.mode == CellMode::Sound {
                 Some(Linear::new(d, n, true, std, key.fold(11), dev)?)
             } else {
@@ -295,18 +342,25 @@ impl<B: Backend + CellOps<B>> LanguageModel<B> for CellToken<B> {
                 resid_dropout: 0.0,
             });
         }
-        Ok(Self {
+        Ok(super::adopt(Self {
             cfg: cfg.clone(),
             wte: Embedding::new(cfg.vocab_size, d, std, key.fold(1), dev)?,
             wpe: Embedding::new(cfg.ctx_len, d, std, key.fold(2), dev)?,
             cell,
             blocks,
             ln_f: LayerNorm::new(d, cfg.ln_eps, dev)?,
-        })
+            ids: ParamIds::default(),
+        }))
     }
 
     fn config(&self) -> &CellTokenConfig {
         &self.cfg
+    }
+    fn param_ids(&self) -> &ParamIds {
+        &self.ids
+    }
+    fn param_ids_mut(&mut self) -> &mut ParamIds {
+        &mut self.ids
     }
     fn vocab_size(&self) -> usize {
         self.cfg.vocab_size

@@ -16,7 +16,7 @@
 use super::LanguageModel;
 use crate::backend::{Backend, Dist};
 use crate::error::{Error, Result};
-use crate::nn::{join, Embedding, ForwardCtx, Init, LayerNorm, Linear, Module, SelfAttention};
+use crate::nn::{Embedding, ForwardCtx, Init, LayerNorm, Linear, Param, ParamIds, SelfAttention};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
@@ -90,6 +90,74 @@ impl CellularTransformerConfig {
     }
 }
 
+impl super::Architecture for CellularTransformerConfig {
+    const ARCH: &'static str = "cellular-transformer";
+    const ABOUT: &'static str =
+        "Cellular Transformer (seed 001): in-token attention over organelles, then post-norm attention-only layers";
+    fn presets() -> Vec<super::Preset<Self>> {
+        let preset = |name, about, model| {
+            let (model, train) = seed_recipe(model);
+            super::Preset { name, about, model, train }
+        };
+        let (model, mut train) = seed_recipe(CellularTransformerConfig {
+            ctx_len: 32,
+            d_model: 32,
+            organelles: 4,
+            organelle_heads: 2,
+            macro_layers: 1,
+            macro_heads: 4,
+            ..Default::default()
+        });
+        train.steps = 60;
+        train.eval_every = 30;
+        train.batch_size = 16;
+        alloc::vec![
+            preset(
+                "seed",
+                "the seed's cellular model: 8 organelles × 16, 2 macro layers, seed phrases, Adam 2e-3, 5 epochs",
+                CellularTransformerConfig::default(),
+            ),
+            preset(
+                "baseline",
+                "the seed's baseline: no organelles, 4 macro layers, same data and training",
+                CellularTransformerConfig { organelles: 0, macro_layers: 4, ..Default::default() },
+            ),
+            super::Preset { name: "tiny", about: "width 32, 4 organelles, 1 macro layer (CI)", model, train },
+        ]
+    }
+}
+
+/// The Cellular Transformer seed's recipe (`cellular.md` §3.6): Adam 2e-3, constant rate, no
+/// weight decay or clipping, batches of 64 windows of 32, 5 epochs. The held-out tail (10 %)
+/// is extra: 22,222 characters leave the seed's 20,000 for training.
+fn seed_recipe(model: CellularTransformerConfig) -> (CellularTransformerConfig, crate::train::TrainConfig) {
+    use crate::optim::AdamWConfig;
+    use crate::train::config::{Corpus, DataConfig, SamplingKind, TokenizerKind, TrainConfig};
+    let data = DataConfig {
+        corpus: Corpus::SeedPhrases,
+        corpus_bytes: 22_222,
+        tokenizer: TokenizerKind::Chars,
+        ..DataConfig::default()
+    };
+    let epochs = 5 * crate::data::steps_per_epoch(20_000, 64, 32);
+    let train = TrainConfig {
+        steps: epochs,
+        batch_size: 64,
+        seq_len: 32,
+        lr: 2e-3,
+        min_lr: 2e-3,
+        warmup: 0,
+        optim: AdamWConfig { weight_decay: 0.0, grad_clip: 0.0, ..AdamWConfig::default() },
+        eval_every: epochs / 5,
+        eval_batches: 8,
+        checkpoint_every: 0,
+        sampling: SamplingKind::Epochs,
+        data,
+        ..TrainConfig::default()
+    };
+    (CellularTransformerConfig { vocab_size: 22, ..model }, train)
+}
+
 /// A post-norm attention-only layer: `x ← LN(x + MHA(x))`.
 #[derive(Debug, Clone)]
 pub struct PostNormAttention<B: Backend> {
@@ -120,17 +188,6 @@ impl<B: Backend> PostNormAttention<B> {
     }
 }
 
-impl<B: Backend> Module<B> for PostNormAttention<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.attn.visit(&join(p, "attn"), f);
-        self.ln.visit(&join(p, "ln"), f);
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.attn.visit_mut(&join(p, "attn"), f);
-        self.ln.visit_mut(&join(p, "ln"), f);
-    }
-}
-
 /// The Cellular Transformer (or its baseline).
 #[derive(Debug, Clone)]
 pub struct CellularTransformer<B: Backend> {
@@ -145,36 +202,14 @@ pub struct CellularTransformer<B: Backend> {
     pub layers: Vec<PostNormAttention<B>>,
     /// Output head.
     pub head: Linear<B>,
+    ids: ParamIds,
 }
 
-impl<B: Backend> Module<B> for CellularTransformer<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.emb.visit(&join(p, "emb"), f);
-        if let Some(c) = &self.cellular {
-            c.visit(&join(p, "cellular"), f);
-        }
-        self.pos.visit(&join(p, "pos"), f);
-        for (i, l) in self.layers.iter().enumerate() {
-            l.visit(&join(p, &format!("macro.{i}")), f);
-        }
-        self.head.visit(&join(p, "head"), f);
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.emb.visit_mut(&join(p, "emb"), f);
-        if let Some(c) = &mut self.cellular {
-            c.visit_mut(&join(p, "cellular"), f);
-        }
-        self.pos.visit_mut(&join(p, "pos"), f);
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            l.visit_mut(&join(p, &format!("macro.{i}")), f);
-        }
-        self.head.visit_mut(&join(p, "head"), f);
-    }
-}
+crate::module!(PostNormAttention { attn, ln });
+crate::module!(CellularTransformer { emb, cellular, pos, layers => "macro", head });
 
 impl<B: Backend> LanguageModel<B> for CellularTransformer<B> {
     type Config = CellularTransformerConfig;
-    const ARCH: &'static str = "cellular-transformer";
 
     fn init(cfg: &CellularTransformerConfig, key: RngKey, dev: &B::Device) -> Result<Self> {
         cfg.validate()?;
@@ -190,19 +225,31 @@ impl<B: Backend> LanguageModel<B> for CellularTransformer<B> {
             .collect::<Result<Vec<_>>>()?;
         let bound = 1.0 / libm::sqrtf(d as f32);
         let mut head = Linear::with_init(d, cfg.vocab_size, true, Init::Uniform(bound), key.fold(4), dev)?;
-        head.bias = Some(Tensor::random(Dist::Uniform { lo: -bound, hi: bound }, key.fold(5), &[cfg.vocab_size], dev)?);
-        Ok(Self {
+        head.bias = Some(Param::new(Tensor::random(
+            Dist::Uniform { lo: -bound, hi: bound },
+            key.fold(5),
+            &[cfg.vocab_size],
+            dev,
+        )?));
+        Ok(super::adopt(Self {
             cfg: cfg.clone(),
             emb: Embedding::new(cfg.vocab_size, d, 1.0, key.fold(1), dev)?,
             cellular,
             pos: Embedding::new(cfg.ctx_len, d, 1.0, key.fold(2), dev)?,
             layers,
             head,
-        })
+            ids: ParamIds::default(),
+        }))
     }
 
     fn config(&self) -> &CellularTransformerConfig {
         &self.cfg
+    }
+    fn param_ids(&self) -> &ParamIds {
+        &self.ids
+    }
+    fn param_ids_mut(&mut self) -> &mut ParamIds {
+        &mut self.ids
     }
     fn vocab_size(&self) -> usize {
         self.cfg.vocab_size

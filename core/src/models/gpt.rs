@@ -5,7 +5,7 @@
 use super::LanguageModel;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::nn::{dropout, join, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Module, SelfAttention};
+use crate::nn::{dropout, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, ParamIds, SelfAttention};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
@@ -104,6 +104,42 @@ impl GptConfig {
     }
 }
 
+impl super::Architecture for GptConfig {
+    const ARCH: &'static str = "gpt";
+    const ABOUT: &'static str = "baseline pre-norm decoder-only transformer (GPT-2 style, byte-level)";
+    fn forward_flops(&self, tokens: usize, seq: usize) -> Option<f64> {
+        Some(GptConfig::forward_flops(self, tokens, seq))
+    }
+    fn presets() -> Vec<super::Preset<Self>> {
+        use crate::train::config::{DataConfig, TrainConfig};
+        alloc::vec![
+            super::Preset {
+                name: "bench",
+                about: "depth 4, width 128, 4 heads, context 256, batch 4 (the benchmark configuration)",
+                model: GptConfig::default(),
+                train: TrainConfig::default(),
+            },
+            super::Preset {
+                name: "tiny",
+                about: "depth 2, width 64, 2 heads, context 64, batch 8, 200 steps (seconds on a laptop; CI)",
+                model: GptConfig { ctx_len: 64, n_layer: 2, n_head: 2, d_model: 64, ..GptConfig::default() },
+                train: TrainConfig {
+                    steps: 200,
+                    batch_size: 8,
+                    seq_len: 64,
+                    lr: 2e-3,
+                    min_lr: 2e-4,
+                    warmup: 20,
+                    eval_every: 50,
+                    eval_batches: 4,
+                    data: DataConfig { corpus_bytes: 256 << 10, ..Default::default() },
+                    ..TrainConfig::default()
+                },
+            },
+        ]
+    }
+}
+
 /// The GPT model.
 #[derive(Debug, Clone)]
 pub struct Gpt<B: Backend> {
@@ -118,36 +154,13 @@ pub struct Gpt<B: Backend> {
     pub ln_f: LayerNorm<B>,
     /// Untied output head `[V, d]` (when `tie_embeddings` is off).
     pub head: Option<Linear<B>>,
+    ids: ParamIds,
 }
 
-impl<B: Backend> Module<B> for Gpt<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.wte.visit(&join(p, "wte"), f);
-        self.wpe.visit(&join(p, "wpe"), f);
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.visit(&join(p, &format!("blocks.{i}")), f);
-        }
-        self.ln_f.visit(&join(p, "ln_f"), f);
-        if let Some(h) = &self.head {
-            h.visit(&join(p, "head"), f);
-        }
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.wte.visit_mut(&join(p, "wte"), f);
-        self.wpe.visit_mut(&join(p, "wpe"), f);
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.visit_mut(&join(p, &format!("blocks.{i}")), f);
-        }
-        self.ln_f.visit_mut(&join(p, "ln_f"), f);
-        if let Some(h) = &mut self.head {
-            h.visit_mut(&join(p, "head"), f);
-        }
-    }
-}
+crate::module!(Gpt { wte, wpe, blocks, ln_f, head });
 
 impl<B: Backend> LanguageModel<B> for Gpt<B> {
     type Config = GptConfig;
-    const ARCH: &'static str = "gpt";
 
     fn init(cfg: &GptConfig, key: RngKey, dev: &B::Device) -> Result<Self> {
         cfg.validate()?;
@@ -183,7 +196,7 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
                 resid_dropout: cfg.dropout,
             });
         }
-        Ok(Self {
+        Ok(super::adopt(Self {
             cfg: cfg.clone(),
             wte: Embedding::new(cfg.vocab_size, d, std, key.fold(1), dev)?,
             wpe: Embedding::new(cfg.ctx_len, d, std, key.fold(2), dev)?,
@@ -194,11 +207,18 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
             } else {
                 Some(Linear::new(d, cfg.vocab_size, false, std, key.fold(3), dev)?)
             },
-        })
+            ids: ParamIds::default(),
+        }))
     }
 
     fn config(&self) -> &GptConfig {
         &self.cfg
+    }
+    fn param_ids(&self) -> &ParamIds {
+        &self.ids
+    }
+    fn param_ids_mut(&mut self) -> &mut ParamIds {
+        &mut self.ids
     }
     fn vocab_size(&self) -> usize {
         self.cfg.vocab_size

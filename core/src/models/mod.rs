@@ -2,9 +2,11 @@
 //! backend, with presets that reproduce its seed.
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::nn::{ForwardCtx, Module};
+use crate::nn::{ForwardCtx, Module, ParamIds};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
+use crate::train::TrainConfig;
+use alloc::vec::Vec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -16,17 +18,51 @@ pub use cell_token::{CellToken, CellTokenConfig};
 pub use cellular_transformer::{CellularTransformer, CellularTransformerConfig};
 pub use gpt::{Gpt, GptConfig};
 
+/// A named configuration of a model and of its training run.
+#[derive(Debug, Clone)]
+pub struct Preset<C> {
+    /// Name (`--preset`).
+    pub name: &'static str,
+    /// One-line description.
+    pub about: &'static str,
+    /// Model configuration.
+    pub model: C,
+    /// Training settings.
+    pub train: TrainConfig,
+}
+
+/// What a model's configuration type says about its architecture: the id stored in
+/// checkpoints, a description, and the presets (the first is the default). The registry of
+/// the runtime lists architectures by these.
+pub trait Architecture: Serialize + DeserializeOwned + Clone + core::fmt::Debug + PartialEq {
+    /// Architecture id (`--model`, stored in checkpoints).
+    const ARCH: &'static str;
+    /// One-line description.
+    const ABOUT: &'static str;
+    /// The presets, the default first.
+    fn presets() -> Vec<Preset<Self>>;
+    /// Matmul FLOPs of one forward pass over `tokens` tokens in sequences of `seq`, when the
+    /// model states them (the benches' roofline).
+    fn forward_flops(&self, _tokens: usize, _seq: usize) -> Option<f64> {
+        None
+    }
+}
+
 /// A next-token language model.
 pub trait LanguageModel<B: Backend>: Module<B> + Sized {
     /// Serde configuration.
-    type Config: Serialize + DeserializeOwned + Clone + core::fmt::Debug + PartialEq;
+    type Config: Architecture;
     /// Architecture id stored in checkpoints.
-    const ARCH: &'static str;
+    const ARCH: &'static str = <Self::Config as Architecture>::ARCH;
 
     /// A freshly initialised model (deterministic in `key`).
     fn init(cfg: &Self::Config, key: RngKey, dev: &B::Device) -> Result<Self>;
     /// Its configuration.
     fn config(&self) -> &Self::Config;
+    /// The model's parameter-id counter (saved in checkpoints).
+    fn param_ids(&self) -> &ParamIds;
+    /// The counter, mutably (structural edits draw new ids from it).
+    fn param_ids_mut(&mut self) -> &mut ParamIds;
     /// Vocabulary size.
     fn vocab_size(&self) -> usize;
     /// Longest input sequence.
@@ -40,6 +76,14 @@ pub trait LanguageModel<B: Backend>: Module<B> + Sized {
         let (b, s, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
         logits.reshape(&[b * s, v])?.cross_entropy(&targets.reshape(&[b * s])?)
     }
+}
+
+/// Gives every parameter of a freshly built model an id from its own counter, in visit order.
+pub(crate) fn adopt<B: Backend, M: LanguageModel<B>>(mut m: M) -> M {
+    let mut ids = *m.param_ids();
+    ids.assign(&mut m);
+    *m.param_ids_mut() = ids;
+    m
 }
 
 /// Checks model input ids: `shape` must be `[batch, seq]` with `0 < seq ≤ limit`; `limit_name`

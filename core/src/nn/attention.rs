@@ -1,5 +1,5 @@
 //! Multi-head self-attention and the GELU MLP of a transformer block.
-use super::{dropout, join, ForwardCtx, Init, Linear, Module};
+use super::{dropout, ForwardCtx, Init, Linear};
 use crate::backend::{AttnDropout, AttnSpec, Backend};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
@@ -79,17 +79,6 @@ impl<B: Backend> SelfAttention<B> {
     }
 }
 
-impl<B: Backend> Module<B> for SelfAttention<B> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.qkv.visit(&join(prefix, "qkv"), f);
-        self.proj.visit(&join(prefix, "proj"), f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.qkv.visit_mut(&join(prefix, "qkv"), f);
-        self.proj.visit_mut(&join(prefix, "proj"), f);
-    }
-}
-
 /// `proj(GELU(fc(x)))` with hidden width `mult·d`, then dropout.
 #[derive(Debug, Clone)]
 pub struct Mlp<B: Backend> {
@@ -127,13 +116,5 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
-impl<B: Backend> Module<B> for Mlp<B> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.fc.visit(&join(prefix, "fc"), f);
-        self.proj.visit(&join(prefix, "proj"), f);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.fc.visit_mut(&join(prefix, "fc"), f);
-        self.proj.visit_mut(&join(prefix, "proj"), f);
-    }
-}
+crate::module!(SelfAttention { qkv, proj });
+crate::module!(Mlp { fc, proj });

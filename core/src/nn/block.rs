@@ -1,5 +1,5 @@
 //! The pre-norm transformer block shared by the decoder models.
-use super::{dropout, join, ForwardCtx, LayerNorm, Mlp, Module, SelfAttention};
+use super::{dropout, ForwardCtx, LayerNorm, Mlp, SelfAttention};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -30,17 +30,4 @@ impl<B: Backend> Block<B> {
     }
 }
 
-impl<B: Backend> Module<B> for Block<B> {
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        self.ln1.visit(&join(p, "ln1"), f);
-        self.attn.visit(&join(p, "attn"), f);
-        self.ln2.visit(&join(p, "ln2"), f);
-        self.mlp.visit(&join(p, "mlp"), f);
-    }
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        self.ln1.visit_mut(&join(p, "ln1"), f);
-        self.attn.visit_mut(&join(p, "attn"), f);
-        self.ln2.visit_mut(&join(p, "ln2"), f);
-        self.mlp.visit_mut(&join(p, "mlp"), f);
-    }
-}
+crate::module!(Block { ln1, attn, ln2, mlp });

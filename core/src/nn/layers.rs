@@ -1,5 +1,5 @@
 //! Linear, Embedding, LayerNorm, RMSNorm and dropout.
-use super::{join, ForwardCtx, Module};
+use super::{ForwardCtx, Param};
 use crate::backend::{Backend, Dist};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
@@ -36,9 +36,9 @@ impl Init {
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
     /// Weight `[out, in]`.
-    pub weight: Tensor<B>,
+    pub weight: Param<B>,
     /// Optional bias `[out]`.
-    pub bias: Option<Tensor<B>>,
+    pub bias: Option<Param<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -49,8 +49,8 @@ impl<B: Backend> Linear<B> {
     /// Weight from `init`, bias zero.
     pub fn with_init(d_in: usize, d_out: usize, bias: bool, init: Init, key: RngKey, dev: &B::Device) -> Result<Self> {
         Ok(Self {
-            weight: init.tensor(&[d_out, d_in], key, dev)?,
-            bias: if bias { Some(Tensor::zeros(&[d_out], dev)?) } else { None },
+            weight: Param::new(init.tensor(&[d_out, d_in], key, dev)?),
+            bias: if bias { Some(Param::new(Tensor::zeros(&[d_out], dev)?)) } else { None },
         })
     }
     /// Input width.
@@ -63,22 +63,7 @@ impl<B: Backend> Linear<B> {
     }
     /// `x Wᵀ + b`.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
-        x.linear(&self.weight, self.bias.as_ref())
-    }
-}
-
-impl<B: Backend> Module<B> for Linear<B> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        f(&join(prefix, "weight"), &self.weight);
-        if let Some(b) = &self.bias {
-            f(&join(prefix, "bias"), b);
-        }
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        f(&join(prefix, "weight"), &mut self.weight);
-        if let Some(b) = &mut self.bias {
-            f(&join(prefix, "bias"), b);
-        }
+        x.linear(&self.weight, self.bias.as_deref())
     }
 }
 
@@ -86,13 +71,13 @@ impl<B: Backend> Module<B> for Linear<B> {
 #[derive(Debug, Clone)]
 pub struct Embedding<B: Backend> {
     /// Table `[rows, dim]`.
-    pub weight: Tensor<B>,
+    pub weight: Param<B>,
 }
 
 impl<B: Backend> Embedding<B> {
     /// Entries ~ N(0, std²).
     pub fn new(rows: usize, dim: usize, std: f32, key: RngKey, dev: &B::Device) -> Result<Self> {
-        Ok(Self { weight: Tensor::randn(std, key, &[rows, dim], dev)? })
+        Ok(Self { weight: Param::new(Tensor::randn(std, key, &[rows, dim], dev)?) })
     }
     /// Rows of the table selected by `ids`.
     pub fn forward(&self, ids: &Ids<B>) -> Result<Tensor<B>> {
@@ -100,22 +85,13 @@ impl<B: Backend> Embedding<B> {
     }
 }
 
-impl<B: Backend> Module<B> for Embedding<B> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        f(&join(prefix, "weight"), &self.weight);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        f(&join(prefix, "weight"), &mut self.weight);
-    }
-}
-
 /// LayerNorm over the last axis, `γ = 1`, `β = 0` at init.
 #[derive(Debug, Clone)]
 pub struct LayerNorm<B: Backend> {
     /// Gain `[d]`.
-    pub gamma: Tensor<B>,
+    pub gamma: Param<B>,
     /// Bias `[d]`.
-    pub beta: Tensor<B>,
+    pub beta: Param<B>,
     /// Variance epsilon.
     pub eps: f32,
 }
@@ -123,7 +99,7 @@ pub struct LayerNorm<B: Backend> {
 impl<B: Backend> LayerNorm<B> {
     /// A LayerNorm of width `d`.
     pub fn new(d: usize, eps: f32, dev: &B::Device) -> Result<Self> {
-        Ok(Self { gamma: Tensor::ones(&[d], dev)?, beta: Tensor::zeros(&[d], dev)?, eps })
+        Ok(Self { gamma: Param::new(Tensor::ones(&[d], dev)?), beta: Param::new(Tensor::zeros(&[d], dev)?), eps })
     }
     /// `(x − μ)/√(σ² + ε)·γ + β`.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
@@ -131,22 +107,11 @@ impl<B: Backend> LayerNorm<B> {
     }
 }
 
-impl<B: Backend> Module<B> for LayerNorm<B> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        f(&join(prefix, "weight"), &self.gamma);
-        f(&join(prefix, "bias"), &self.beta);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        f(&join(prefix, "weight"), &mut self.gamma);
-        f(&join(prefix, "bias"), &mut self.beta);
-    }
-}
-
 /// RMSNorm over the last axis, `γ = 1` at init.
 #[derive(Debug, Clone)]
 pub struct RmsNorm<B: Backend> {
     /// Gain `[d]`.
-    pub gamma: Tensor<B>,
+    pub gamma: Param<B>,
     /// Epsilon added to the mean square.
     pub eps: f32,
 }
@@ -154,20 +119,11 @@ pub struct RmsNorm<B: Backend> {
 impl<B: Backend> RmsNorm<B> {
     /// An RMSNorm of width `d`.
     pub fn new(d: usize, eps: f32, dev: &B::Device) -> Result<Self> {
-        Ok(Self { gamma: Tensor::ones(&[d], dev)?, eps })
+        Ok(Self { gamma: Param::new(Tensor::ones(&[d], dev)?), eps })
     }
     /// `x/√(mean(x²) + ε)·γ`.
     pub fn forward(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
         x.rms_norm(&self.gamma, self.eps)
-    }
-}
-
-impl<B: Backend> Module<B> for RmsNorm<B> {
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>)) {
-        f(&join(prefix, "weight"), &self.gamma);
-    }
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>)) {
-        f(&join(prefix, "weight"), &mut self.gamma);
     }
 }
 
@@ -183,3 +139,8 @@ pub fn dropout<B: Backend>(x: &Tensor<B>, p: f32, ctx: &mut ForwardCtx) -> Resul
     let keep = Tensor::random(Dist::Bernoulli { p: 1.0 - p }, ctx.next_key(), x.shape(), &x.device())?;
     x.mul(&keep.mul_scalar(1.0 / (1.0 - p))?)
 }
+
+crate::module!(Linear { weight, bias });
+crate::module!(Embedding { weight });
+crate::module!(LayerNorm { gamma => "weight", beta => "bias" });
+crate::module!(RmsNorm { gamma => "weight" });

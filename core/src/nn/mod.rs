@@ -1,8 +1,9 @@
 //! Neural-network building blocks, generic over the backend.
 //!
-//! A layer is a plain struct of [`Tensor`]s plus its configuration; the [`Module`] trait
-//! visits parameters by dotted name (`blocks.0.attn.qkv.weight`), which is how optimisers,
-//! checkpoints and the C ABI address them.
+//! A layer is a plain struct of [`Param`]s plus its configuration; the [`Module`] trait walks
+//! parameters (see [`param`] for identities and the visitor). Optimiser state is keyed by
+//! [`ParamId`]; checkpoints store both the id and the dotted path
+//! (`blocks.0.attn.qkv.weight`).
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
@@ -15,42 +16,44 @@ use alloc::vec::Vec;
 mod attention;
 mod block;
 mod layers;
+pub mod param;
 
 pub use attention::{Mlp, SelfAttention};
 pub use block::Block;
 pub use layers::{dropout, Embedding, Init, LayerNorm, Linear, RmsNorm};
+pub use param::{ModuleField, Param, ParamId, ParamIds, ParamVisitor, ParamVisitorMut};
 
-/// Something with named parameters.
+/// Something with parameters. Implement it with [`module!`](crate::module), which lists the
+/// parameter fields once and writes both walks.
 pub trait Module<B: Backend> {
-    /// Calls `f(name, param)` for every parameter, names prefixed with `prefix`.
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor<B>));
-    /// Calls `f(name, param)` with mutable access for every parameter.
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor<B>));
+    /// Walks every parameter (shared access), with `enter`/`exit` around submodules.
+    fn visit_params(&self, v: &mut dyn ParamVisitor<B>);
+    /// Walks every parameter (mutable access), with `enter`/`exit` around submodules.
+    fn visit_params_mut(&mut self, v: &mut dyn ParamVisitorMut<B>);
 
+    /// Calls `f(path, param)` for every parameter, in visit order.
+    fn for_each_param(&self, f: &mut dyn FnMut(&str, &Param<B>)) {
+        self.visit_params(&mut param::Paths::new(f));
+    }
+    /// Calls `f(path, param)` with mutable access for every parameter, in visit order.
+    fn for_each_param_mut(&mut self, f: &mut dyn FnMut(&str, &mut Param<B>)) {
+        self.visit_params_mut(&mut param::Paths::new(f));
+    }
     /// Total number of scalar parameters.
     fn num_params(&self) -> usize {
         let mut n = 0;
-        self.visit("", &mut |_, t| n += t.numel());
+        self.for_each_param(&mut |_, t| n += t.numel());
         n
     }
-    /// `(name, shape)` of every parameter, in visit order.
+    /// `(path, shape)` of every parameter, in visit order.
     fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = Vec::new();
-        self.visit("", &mut |name, t| v.push((String::from(name), t.shape().to_vec())));
+        self.for_each_param(&mut |name, t| v.push((String::from(name), t.shape().to_vec())));
         v
     }
 }
 
-/// Joins a prefix and a name with a dot (`"" + "w" = "w"`).
-pub fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        String::from(name)
-    } else {
-        format!("{prefix}.{name}")
-    }
-}
-
-/// Host copy of a parameter: shape and row-major values.
+/// Host copy of a tensor: shape and row-major values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
     /// Shape.
@@ -59,15 +62,33 @@ pub struct HostTensor {
     pub data: Vec<f32>,
 }
 
-/// Copies every parameter of `m` to the host, by name.
-pub fn export_params<B: Backend, M: Module<B> + ?Sized>(m: &M) -> Result<BTreeMap<String, HostTensor>> {
-    let mut out = BTreeMap::new();
+/// A parameter copied to the host, with its identity and path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostParam {
+    /// Identity.
+    pub id: ParamId,
+    /// Dotted path.
+    pub path: String,
+    /// Value.
+    pub value: HostTensor,
+}
+
+/// Copies every parameter of `m` to the host, in visit order.
+pub fn export_params<B: Backend, M: Module<B> + ?Sized>(m: &M) -> Result<Vec<HostParam>> {
+    let mut out = Vec::new();
     let mut err = None;
-    m.visit("", &mut |name, t| match t.to_vec() {
-        Ok(data) => {
-            out.insert(String::from(name), HostTensor { shape: t.shape().to_vec(), data });
+    m.for_each_param(&mut |path, p| {
+        if err.is_some() {
+            return;
         }
-        Err(e) => err = Some(e),
+        match p.to_vec() {
+            Ok(data) => out.push(HostParam {
+                id: p.id(),
+                path: String::from(path),
+                value: HostTensor { shape: p.shape().to_vec(), data },
+            }),
+            Err(e) => err = Some(e),
+        }
     });
     match err {
         Some(e) => Err(e),
@@ -75,33 +96,36 @@ pub fn export_params<B: Backend, M: Module<B> + ?Sized>(m: &M) -> Result<BTreeMa
     }
 }
 
-/// Replaces every parameter of `m` with the host tensor of the same name. Every parameter
-/// must be present with its exact shape, and every given tensor must be used.
+/// Replaces every parameter of `m` with the host tensor at the same path, and its id with the
+/// stored id when one is given. Every parameter must be present with its exact shape, every
+/// given tensor must be used, and ids must be distinct. Nothing of `m` changes on an error.
 pub fn import_params<B: Backend, M: Module<B> + ?Sized>(
     m: &mut M,
-    params: &BTreeMap<String, HostTensor>,
+    params: &BTreeMap<String, (Option<ParamId>, HostTensor)>,
     dev: &B::Device,
 ) -> Result<()> {
+    // validate everything and build the new tensors before touching the model
+    let mut staged: Vec<(Option<ParamId>, Tensor<B>)> = Vec::new();
     let mut err: Option<Error> = None;
-    let mut used = 0usize;
-    m.visit_mut("", &mut |name, t| {
+    let mut ids = alloc::collections::BTreeSet::new();
+    m.for_each_param(&mut |name, t| {
         if err.is_some() {
             return;
         }
         match params.get(name) {
             None => err = Some(Error::Checkpoint(format!("parameter {name} is missing"))),
-            Some(h) if h.shape != t.shape() => {
+            Some((_, h)) if h.shape != t.shape() => {
                 err = Some(Error::Checkpoint(format!(
                     "parameter {name} has shape {:?}, the model expects {:?}",
                     h.shape,
                     t.shape()
                 )))
             }
-            Some(h) => match Tensor::from_f32(&h.data, &h.shape, dev) {
-                Ok(nt) => {
-                    *t = nt;
-                    used += 1;
-                }
+            Some((id, _)) if id.is_some_and(|i| i.is_unassigned() || !ids.insert(i)) => {
+                err = Some(Error::Checkpoint(format!("parameter {name} has an invalid or repeated id")))
+            }
+            Some((id, h)) => match Tensor::from_f32(&h.data, &h.shape, dev) {
+                Ok(nt) => staged.push((*id, nt)),
                 Err(e) => err = Some(e),
             },
         }
@@ -109,14 +133,23 @@ pub fn import_params<B: Backend, M: Module<B> + ?Sized>(
     if let Some(e) = err {
         return Err(e);
     }
-    if used != params.len() {
+    if staged.len() != params.len() {
         let mut known = alloc::collections::BTreeSet::new();
-        m.visit("", &mut |name, _| {
+        m.for_each_param(&mut |name, _| {
             known.insert(String::from(name));
         });
         let extra: Vec<&String> = params.keys().filter(|k| !known.contains(*k)).take(5).collect();
         return Err(Error::Checkpoint(format!("checkpoint holds parameters the model does not have: {extra:?}")));
     }
+    let mut staged = staged.into_iter();
+    m.for_each_param_mut(&mut |_, p| {
+        if let Some((id, t)) = staged.next() {
+            p.set(t);
+            if let Some(id) = id {
+                p.set_id(id);
+            }
+        }
+    });
     Ok(())
 }
 

@@ -1,21 +1,9 @@
-//! Checkpoints: one self-describing container for weights, optimiser state, model and
-//! training configuration, tokenizer, lifecycle state and training metadata.
+//! Reading format version 1 (the layout before parameter identities), for migration.
 //!
-//! Layout (all integers little-endian):
-//!
-//! | bytes | content |
-//! |---|---|
-//! | 8 | magic `PROTOCEL` |
-//! | 4 | format version (u32) |
-//! | 4 | header length `h` (u32) |
-//! | h | header: postcard-encoded [`Header`] |
-//! | pad | zeros up to a multiple of 64 |
-//! | … | tensor data, f32 LE, each tensor starting on a 64-byte boundary |
-//! | 4 | CRC-32 of every byte before it |
-//!
-//! Decoding works on a byte slice (no I/O, no_std) and is hardened against hostile input:
-//! every length, count, offset and shape is checked against [`Limits`] and the buffer
-//! before it is used, and the CRC catches truncation and bit flips.
+//! Layout (all integers little-endian): magic `PROTOCEL`, version 1 (u32), header length
+//! `h` (u32), postcard header, zeros to a multiple of 64, f32 tensor data (each tensor on a
+//! 64-byte boundary), CRC-32 of every byte before it. Tensors are named by path; AdamW
+//! moments are `optim.m.<path>` / `optim.v.<path>`.
 use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::shape;
@@ -24,39 +12,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-/// File magic.
-pub const MAGIC: [u8; 8] = *b"PROTOCEL";
-/// Current format version.
+use super::{align_up, corrupt, Limits, MAGIC};
+
+/// The version this module reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// Alignment of the data section and of each tensor, in bytes.
-pub const ALIGN: usize = 64;
-
-/// Hard limits applied while decoding.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Largest header.
-    pub max_header_bytes: usize,
-    /// Most tensors.
-    pub max_tensors: usize,
-    /// Largest total checkpoint, in bytes.
-    pub max_total_bytes: usize,
-    /// Highest tensor rank.
-    pub max_rank: usize,
-    /// Longest tensor name.
-    pub max_name_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_header_bytes: 64 << 20,
-            max_tensors: 1 << 20,
-            max_total_bytes: usize::MAX,
-            max_rank: 8,
-            max_name_len: 1024,
-        }
-    }
-}
 
 /// Where one tensor lives in the data section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,7 +28,7 @@ pub struct TensorEntry {
     pub offset: u64,
 }
 
-/// Training metadata.
+/// Training metadata as version 1 stored it (frozen: the postcard layout of the v1 header).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrainMeta {
     /// Completed optimiser steps.
@@ -137,14 +96,6 @@ pub struct Checkpoint {
     pub meta: Vec<(String, String)>,
     /// Tensors in file order.
     pub tensors: Vec<NamedTensor>,
-}
-
-fn align_up(n: usize) -> usize {
-    n.div_ceil(ALIGN) * ALIGN
-}
-
-fn corrupt(msg: impl Into<String>) -> Error {
-    Error::Checkpoint(msg.into())
 }
 
 impl Checkpoint {
@@ -297,16 +248,6 @@ impl Checkpoint {
     }
 }
 
-/// 64-bit FNV-1a hash (config and data fingerprints).
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +275,7 @@ mod tests {
         let bytes = c.encode().unwrap();
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), c);
         let hlen = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-        assert_eq!(align_up(16 + hlen) % ALIGN, 0);
+        assert_eq!(align_up(16 + hlen) % super::super::ALIGN, 0);
     }
 
     #[test]
