@@ -1,12 +1,273 @@
 //! The host side of the GPU backends' kernels: the parameter words that the WGSL kernels of
 //! `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read in the same order, and the
 //! geometry behind them. Backend-neutral; each backend only uploads and launches.
+//!
+//! Kernel parameter structs are declared with [`kernel_params!`](crate::kernel_params): a
+//! `#[repr(C)]` struct of 4-byte fields whose WGSL and C declarations ([`ParamLayout::wgsl`],
+//! [`ParamLayout::cuda`]) and words ([`KernelParams::words`]) follow from its Rust definition.
 use super::{AttnSpec, Binary, Unary};
 use crate::error::{Error, Result};
 use crate::shape;
 use alloc::format;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+
+/// The scalar type of a kernel parameter field. Every one is 4 bytes with 4-byte alignment,
+/// so a struct of them (and of fixed arrays of them) has no padding and the same layout in
+/// Rust (`#[repr(C)]`), WGSL (a storage-buffer struct) and C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    /// `u32` (WGSL `u32`, C `unsigned int`).
+    U32,
+    /// `f32` (WGSL `f32`, C `float`).
+    F32,
+    /// `i32` (WGSL `i32`, C `int`).
+    I32,
+}
+
+impl ParamKind {
+    /// The WGSL type.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Self::U32 => "u32",
+            Self::F32 => "f32",
+            Self::I32 => "i32",
+        }
+    }
+
+    /// The C type.
+    pub fn c(self) -> &'static str {
+        match self {
+            Self::U32 => "unsigned int",
+            Self::F32 => "float",
+            Self::I32 => "int",
+        }
+    }
+}
+
+/// A type that a field of a kernel parameter struct may have: `u32`, `f32`, `i32` or a fixed
+/// array of one of them.
+pub trait ParamField: Copy {
+    /// The scalar type.
+    const KIND: ParamKind;
+    /// `Some(N)` for an array of `N` scalars, `None` for a scalar.
+    const LEN: Option<usize>;
+    /// Calls `f` with the value's 4-byte words in memory order (floats as their bits).
+    fn each_word(&self, f: &mut dyn FnMut(u32));
+}
+
+macro_rules! param_field {
+    ($($t:ty => $kind:ident, |$v:ident| $word:expr;)*) => {$(
+        impl ParamField for $t {
+            const KIND: ParamKind = ParamKind::$kind;
+            const LEN: Option<usize> = None;
+            fn each_word(&self, f: &mut dyn FnMut(u32)) {
+                let $v = *self;
+                f($word);
+            }
+        }
+        impl<const N: usize> ParamField for [$t; N] {
+            const KIND: ParamKind = ParamKind::$kind;
+            const LEN: Option<usize> = Some(N);
+            fn each_word(&self, f: &mut dyn FnMut(u32)) {
+                for &$v in self {
+                    f($word);
+                }
+            }
+        }
+    )*};
+}
+
+param_field! {
+    u32 => U32, |v| v;
+    f32 => F32, |v| v.to_bits();
+    i32 => I32, |v| v as u32;
+}
+
+/// One field of a kernel parameter struct, as the Rust definition lays it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamDecl {
+    /// Field name (the same in Rust, WGSL and C).
+    pub name: &'static str,
+    /// Scalar type.
+    pub kind: ParamKind,
+    /// `Some(N)` for an array of `N` scalars.
+    pub len: Option<usize>,
+    /// Byte offset in the struct (`core::mem::offset_of!`).
+    pub offset: usize,
+}
+
+/// The layout of a kernel parameter struct: its name, fields in declaration (= memory)
+/// order and size, from which the WGSL and C declarations are generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamLayout {
+    /// Struct name (the same in Rust, WGSL and C).
+    pub name: &'static str,
+    /// Fields in order.
+    pub fields: &'static [ParamDecl],
+    /// Size in bytes (`core::mem::size_of`).
+    pub size: usize,
+}
+
+impl ParamLayout {
+    /// The WGSL declaration, `struct Name { a: u32, b: f32, c: array<u32, 4>, }`, one field
+    /// a line.
+    pub fn wgsl(&self) -> String {
+        let mut s = format!("struct {} {{\n", self.name);
+        for f in self.fields {
+            let ty = match f.len {
+                Some(n) => format!("array<{}, {n}>", f.kind.wgsl()),
+                None => f.kind.wgsl().into(),
+            };
+            s.push_str(&format!("    {}: {ty},\n", f.name));
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// The C declaration, `struct Name { unsigned int a; float b; unsigned int c[4]; };`, one
+    /// field a line, followed by `static_assert`s that the C compiler's size of the struct and
+    /// offset of every field are the Rust definition's (with a definition of `offsetof` for
+    /// NVRTC, which has no standard headers).
+    pub fn cuda(&self) -> String {
+        let name = self.name;
+        let mut s = String::from(CUDA_OFFSETOF);
+        s.push_str(&format!("struct {name} {{\n"));
+        for f in self.fields {
+            let len = f.len.map_or(String::new(), |n| format!("[{n}]"));
+            s.push_str(&format!("    {} {}{len};\n", f.kind.c(), f.name));
+        }
+        s.push_str("};\n");
+        s.push_str(&format!(
+            "static_assert(sizeof({name}) == {}, \"{name}: size differs from the Rust definition\");\n",
+            self.size
+        ));
+        for f in self.fields {
+            s.push_str(&format!(
+                "static_assert(offsetof({name}, {0}) == {1}, \"{name}::{0}: offset differs from the Rust definition\");\n",
+                f.name, f.offset
+            ));
+        }
+        s
+    }
+}
+
+/// `offsetof` where no header defines it: NVRTC (EDG's `__INTADDR__`, a constant expression)
+/// or `<cstddef>` elsewhere.
+const CUDA_OFFSETOF: &str = "#ifndef offsetof
+#ifdef __CUDACC_RTC__
+#define offsetof(T, m) ((unsigned long)__INTADDR__(&(((T*)0)->m)))
+#else
+#include <cstddef>
+#endif
+#endif
+";
+
+/// A kernel's launch parameters: a `#[repr(C)]` struct of [`ParamField`]s, declared with
+/// [`kernel_params!`](crate::kernel_params), which implements this trait.
+pub trait KernelParams: Copy {
+    /// The struct's layout, from its Rust definition.
+    const LAYOUT: ParamLayout;
+
+    /// Calls `f` with the struct's 4-byte words in memory order.
+    fn each_word(&self, f: &mut dyn FnMut(u32));
+
+    /// The struct's name.
+    fn name() -> &'static str {
+        Self::LAYOUT.name
+    }
+
+    /// The WGSL declaration of the struct ([`ParamLayout::wgsl`]).
+    fn wgsl() -> String {
+        Self::LAYOUT.wgsl()
+    }
+
+    /// The C declaration of the struct with its layout checks ([`ParamLayout::cuda`]).
+    fn cuda() -> String {
+        Self::LAYOUT.cuda()
+    }
+
+    /// The struct's bytes as 4-byte words (floats as their bits), what a kernel reads.
+    fn words(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(Self::LAYOUT.size / 4);
+        self.each_word(&mut |w| out.push(w));
+        out
+    }
+}
+
+/// Declares kernel parameter structs: each becomes a `#[repr(C)]` struct (deriving `Debug`,
+/// `Clone`, `Copy`, `PartialEq` and `Default`) that implements
+/// [`KernelParams`](crate::backend::kernel_abi::KernelParams). Fields are `u32`, `f32`, `i32`
+/// or fixed arrays of them ([`ParamField`](crate::backend::kernel_abi::ParamField)); a
+/// compile-time check rejects padding. Field names must be valid (and not reserved)
+/// identifiers in WGSL and C, and must not start with `gl` (GLSL reserves the prefix).
+///
+/// ```
+/// protocell_core::kernel_params! {
+///     /// Parameters of an example kernel.
+///     pub struct ExampleParams {
+///         /// Elements.
+///         pub n: u32,
+///         /// A scale.
+///         pub scale: f32,
+///         /// A strided layout.
+///         pub at: [u32; 4],
+///     }
+/// }
+/// use protocell_core::backend::kernel_abi::KernelParams;
+/// let p = ExampleParams { n: 3, scale: 1.0, at: [0, 1, 2, 3] };
+/// assert_eq!(p.words(), vec![3, 1.0f32.to_bits(), 0, 1, 2, 3]);
+/// assert!(ExampleParams::wgsl().contains("at: array<u32, 4>,"));
+/// assert!(ExampleParams::cuda().contains("static_assert(sizeof(ExampleParams) == 24"));
+/// ```
+#[macro_export]
+macro_rules! kernel_params {
+    ($(
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    )*) => {$(
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, PartialEq, Default)]
+        $vis struct $name {
+            $( $(#[$fmeta])* $fvis $field: $ty, )*
+        }
+
+        // 4-byte fields only, hence no padding: the fields' words in order are the struct's bytes
+        const _: () = {
+            assert!(
+                ::core::mem::align_of::<$name>() == 4,
+                ::core::concat!(::core::stringify!($name), ": kernel parameters must be 4-byte aligned")
+            );
+            assert!(
+                ::core::mem::size_of::<$name>() == 0 $( + ::core::mem::size_of::<$ty>() )*,
+                ::core::concat!(::core::stringify!($name), ": kernel parameters must not be padded")
+            );
+        };
+
+        impl $crate::backend::kernel_abi::KernelParams for $name {
+            const LAYOUT: $crate::backend::kernel_abi::ParamLayout = $crate::backend::kernel_abi::ParamLayout {
+                name: ::core::stringify!($name),
+                fields: &[$(
+                    $crate::backend::kernel_abi::ParamDecl {
+                        name: ::core::stringify!($field),
+                        kind: <$ty as $crate::backend::kernel_abi::ParamField>::KIND,
+                        len: <$ty as $crate::backend::kernel_abi::ParamField>::LEN,
+                        offset: ::core::mem::offset_of!($name, $field),
+                    }
+                ),*],
+                size: ::core::mem::size_of::<$name>(),
+            };
+
+            fn each_word(&self, f: &mut dyn FnMut(u32)) {
+                $( $crate::backend::kernel_abi::ParamField::each_word(&self.$field, f); )*
+            }
+        }
+    )*};
+}
 
 /// `n` as a kernel word (indices are 32-bit in the kernels).
 pub fn u32_of(n: usize, what: &str) -> Result<u32> {
@@ -267,5 +528,59 @@ impl AttnGeom {
             s
         };
         (with(k, self.d), with(v, self.dv))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::kernel_params! {
+        /// A test struct of every field kind.
+        struct Mixed {
+            /// A u32.
+            n: u32,
+            /// An f32.
+            scale: f32,
+            /// An i32.
+            delta: i32,
+            /// An array.
+            at: [u32; 3],
+            /// A float array.
+            w: [f32; 2],
+        }
+    }
+
+    #[test]
+    fn words_are_the_fields_in_order() {
+        let p = Mixed { n: 7, scale: -1.5, delta: -2, at: [1, 2, 3], w: [0.25, 4.0] };
+        let words = p.words();
+        assert_eq!(words, [7, (-1.5f32).to_bits(), (-2i32) as u32, 1, 2, 3, 0.25f32.to_bits(), 4.0f32.to_bits()]);
+        assert_eq!(4 * words.len(), core::mem::size_of::<Mixed>());
+    }
+
+    #[test]
+    fn layout_follows_the_rust_definition() {
+        let l = Mixed::LAYOUT;
+        assert_eq!(l.name, "Mixed");
+        assert_eq!(l.size, 32);
+        let offsets: Vec<(&str, usize)> = l.fields.iter().map(|f| (f.name, f.offset)).collect();
+        assert_eq!(offsets, [("n", 0), ("scale", 4), ("delta", 8), ("at", 12), ("w", 24)]);
+        assert_eq!(l.fields[3].len, Some(3));
+        assert_eq!(l.fields[1].kind, ParamKind::F32);
+    }
+
+    #[test]
+    fn wgsl_and_c_declarations() {
+        assert_eq!(
+            Mixed::wgsl(),
+            "struct Mixed {\n    n: u32,\n    scale: f32,\n    delta: i32,\n    at: array<u32, 3>,\n    w: array<f32, 2>,\n}\n"
+        );
+        let c = Mixed::cuda();
+        assert!(c.contains(
+            "struct Mixed {\n    unsigned int n;\n    float scale;\n    int delta;\n    unsigned int at[3];\n    float w[2];\n};\n"
+        ));
+        assert!(c.contains("static_assert(sizeof(Mixed) == 32, "));
+        assert!(c.contains("static_assert(offsetof(Mixed, w) == 24, "));
     }
 }
