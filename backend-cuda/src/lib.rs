@@ -10,12 +10,20 @@
 //! backward, AdamW, attention (plain and packed, causal, dropout) forward/backward and the
 //! colony update forward/backward; they mirror protocell-wgpu's WGSL kernels.
 //!
+//! Each kernel takes its launch parameters by value as one struct after its pointers
+//! (`const ColonyParams p`), defined once in Rust in `protocell-core` (`backend::kernel_abi`,
+//! `cell::kernel`); [`source`] starts with the structs' C declarations, generated from those
+//! definitions with `static_assert`s of their sizes and field offsets ([`KERNELS`] lists every
+//! entry point and its struct).
+//!
 //! No CUDA on the machine (no driver library, no device, no NVRTC) is an `Err` starting with
 //! "CUDA unavailable", never a panic: the libraries are probed before any driver call.
 //! NVRTC and cuBLAS are found through the loader's path or in `PROTOCELL_CUDA_LIB_DIR`,
 //! `$CUDA_PATH/lib64`, `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`.
 use protocell_core::backend::kernel_abi::{
-    binary_code, broadcast_strides, check_ids, scatter_csr, u32_of, unary_code, AttnGeom, Layout,
+    broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, AttnGeom, BinaryParams, CopyParams,
+    CrossEntropyBwdParams, FillParams, IndexParams, KernelParams, LayerNormParams, Layout, MatmulParams, NormBwdParams,
+    RandomParams, ReduceParams, RowParams, UnaryParams,
 };
 use protocell_core::backend::{
     attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
@@ -23,7 +31,7 @@ use protocell_core::backend::{
 use protocell_core::cell::kernel::ColonyGeom;
 use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
 use protocell_core::error::{Error, Result};
-use protocell_core::rng::{bernoulli_threshold, RngKey};
+use protocell_core::rng::RngKey;
 use protocell_core::shape;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,7 +39,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod context;
 
 use context::PoolBuf;
-pub use context::{compile, compile_cubin, driver_present, nvrtc_present, Context, KERNELS, SOURCE};
+pub use context::{
+    compile, compile_cubin, driver_present, nvrtc_present, source, Context, Kernel, KERNELS, PARAM_WORDS,
+};
 
 /// Threads per block of the elementwise kernels.
 const BLOCK: u32 = 256;
@@ -91,11 +101,11 @@ impl CudaDevice {
         CudaTensor { buf, shape, dev: self.clone() }
     }
     /// An elementwise launch over `n` threads.
-    fn launch_n(&self, name: &'static str, ptrs: &[u64], p: &[u32], n: usize) -> Result<()> {
+    fn launch_n<P: KernelParams>(&self, name: &'static str, ptrs: &[u64], p: &P, n: usize) -> Result<()> {
         self.ctx.launch(name, ptrs, p, (blocks(n)?, 1, 1), (BLOCK, 1, 1))
     }
     /// A row launch: one block of [`ROW`] threads per row.
-    fn launch_rows(&self, name: &'static str, ptrs: &[u64], p: &[u32], rows: usize) -> Result<()> {
+    fn launch_rows<P: KernelParams>(&self, name: &'static str, ptrs: &[u64], p: &P, rows: usize) -> Result<()> {
         self.ctx.launch(name, ptrs, p, (u32_of(rows, "rows")?, 1, 1), (ROW, 1, 1))
     }
 
@@ -105,11 +115,7 @@ impl CudaDevice {
         if n == 0 {
             return Ok(());
         }
-        let mut p =
-            vec![u32_of(n, "elements")?, shape.len() as u32, u32_of(src.base, "offset")?, u32_of(dst.base, "offset")?];
-        for v in shape.iter().chain(src.strides).chain(dst.strides) {
-            p.push(u32_of(*v, "stride")?);
-        }
+        let p = CopyParams::new(shape, src.base, src.strides, dst.base, dst.strides)?;
         self.launch_n("copy", &[src.ptr, dst.ptr], &p, n)
     }
 }
@@ -192,28 +198,13 @@ impl Backend for Cuda {
     fn full(value: f32, shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
         let n = shape::checked_numel(shape)?;
         let out = dev.alloc(n)?;
-        dev.launch_n("fill", &[out.ptr()], &[u32_of(n, "elements")?, value.to_bits()], n)?;
+        dev.launch_n("fill", &[out.ptr()], &FillParams { n: u32_of(n, "elements")?, value }, n)?;
         Ok(dev.tensor(out, shape.to_vec()))
     }
     fn random(dist: Dist, key: RngKey, shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
         let n = shape::checked_numel(shape)?;
-        let (code, a, b) = match dist {
-            Dist::Uniform { lo, hi } => (0u32, lo.to_bits(), hi.to_bits()),
-            Dist::Bernoulli { p } => (1, bernoulli_threshold(p), 0),
-            Dist::Normal { mean, std } => (2, mean.to_bits(), std.to_bits()),
-        };
         let out = dev.alloc(n)?;
-        let p = [
-            u32_of(n, "elements")?,
-            code,
-            a,
-            b,
-            key.seed as u32,
-            (key.seed >> 32) as u32,
-            key.offset as u32,
-            (key.offset >> 32) as u32,
-        ];
-        dev.launch_n("random", &[out.ptr()], &p, n)?;
+        dev.launch_n("random", &[out.ptr()], &RandomParams::new(dist, key, n)?, n)?;
         Ok(dev.tensor(out, shape.to_vec()))
     }
     fn to_f32(t: CudaTensor) -> Result<Vec<f32>> {
@@ -292,23 +283,14 @@ impl Backend for Cuda {
 
     fn unary(op: Unary, x: CudaTensor) -> Result<CudaTensor> {
         let n = shape::numel(&x.shape);
-        let (code, a, b) = unary_code(op);
         let out = x.dev.alloc(n)?;
-        x.dev.launch_n("unary", &[x.ptr(), out.ptr()], &[u32_of(n, "elements")?, code, a.to_bits(), b.to_bits()], n)?;
+        x.dev.launch_n("unary", &[x.ptr(), out.ptr()], &UnaryParams::new(op, n)?, n)?;
         Ok(x.dev.tensor(out, x.shape))
     }
     fn binary(op: Binary, a: CudaTensor, b: CudaTensor) -> Result<CudaTensor> {
         let out_shape = shape::broadcast_shapes("binary", &a.shape, &b.shape)?;
         let n = shape::numel(&out_shape);
-        let mut p = vec![u32_of(n, "elements")?, binary_code(op), out_shape.len() as u32];
-        for v in out_shape
-            .iter()
-            .copied()
-            .chain(broadcast_strides(&a.shape, &out_shape))
-            .chain(broadcast_strides(&b.shape, &out_shape))
-        {
-            p.push(u32_of(v, "stride")?);
-        }
+        let p = BinaryParams::new(op, &out_shape, &a.shape, &b.shape)?;
         let out = a.dev.alloc(n)?;
         a.dev.launch_n("binary", &[a.ptr(), b.ptr(), out.ptr()], &p, n)?;
         Ok(a.dev.tensor(out, out_shape))
@@ -328,15 +310,9 @@ impl Backend for Cuda {
             };
             return Self::full(v, &out_shape, &x.dev);
         }
-        let code = match op {
-            Reduce::Sum => 0,
-            Reduce::Mean => 1,
-            Reduce::Max => 2,
-            Reduce::Min => 3,
-        };
         let m = outer * inner;
         let out = x.dev.alloc(m)?;
-        let p = [u32_of(m, "elements")?, u32_of(n, "axis")?, u32_of(inner.max(1), "inner")?, code];
+        let p = ReduceParams::new(op, outer, n, inner)?;
         x.dev.launch_rows("reduce", &[x.ptr(), out.ptr()], &p, m)?;
         Ok(x.dev.tensor(out, out_shape))
     }
@@ -362,17 +338,19 @@ impl Backend for Cuda {
         if let Some(blas) = &ctx.blas {
             gemm(ctx, blas, &a, &b, &out, Gemm { batch, m, n, k, ta, tb, a_stride, b_stride })?;
         } else {
-            let p = [
-                u32_of(batch, "batch")?,
-                u32_of(m, "m")?,
-                u32_of(n, "n")?,
-                u32_of(k, "k")?,
-                ta as u32,
-                tb as u32,
-                u32_of(a_stride, "stride")?,
-                u32_of(b_stride, "stride")?,
-            ];
-            let grid = (u32_of(n.div_ceil(16), "tiles")?, u32_of(m.div_ceil(16), "tiles")?, u32_of(batch, "batch")?);
+            let p = MatmulParams {
+                batch: u32_of(batch, "batch")?,
+                m: u32_of(m, "m")?,
+                n: u32_of(n, "n")?,
+                k: u32_of(k, "k")?,
+                ta: ta as u32,
+                tb: tb as u32,
+                a_stride: u32_of(a_stride, "stride")?,
+                b_stride: u32_of(b_stride, "stride")?,
+                tiles_n: u32_of(n.div_ceil(16), "tiles")?,
+                tiles_m: u32_of(m.div_ceil(16), "tiles")?,
+            };
+            let grid = (p.tiles_n, p.tiles_m, p.batch);
             ctx.launch("matmul", &[a.ptr(), b.ptr(), out.ptr()], &p, grid, (16, 16, 1))?;
         }
         Ok(a.dev.tensor(out, out_shape))
@@ -382,7 +360,7 @@ impl Backend for Cuda {
         check_ids("gather_rows", &ids.host, rows)?;
         let n = ids.host.len() * d;
         let out = table.dev.alloc(n)?;
-        let p = [u32_of(n, "elements")?, u32_of(d.max(1), "width")?];
+        let p = IndexParams { n: u32_of(n, "elements")?, width: u32_of(d.max(1), "width")? };
         table.dev.launch_n("gather", &[table.ptr(), ids.buf.ptr(), out.ptr()], &p, n)?;
         let mut shape = ids.shape.clone();
         shape.push(d);
@@ -394,7 +372,8 @@ impl Backend for Cuda {
         let out = x.dev.alloc(n)?;
         if n > 0 {
             let rows = n / d;
-            x.dev.launch_rows("softmax", &[x.ptr(), out.ptr()], &[u32_of(rows, "rows")?, u32_of(d, "width")?], rows)?;
+            let p = RowParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")? };
+            x.dev.launch_rows("softmax", &[x.ptr(), out.ptr()], &p, rows)?;
         }
         Ok(x.dev.tensor(out, x.shape))
     }
@@ -407,7 +386,7 @@ impl Backend for Cuda {
         let out = dev.alloc(n)?;
         let sb = dev.ctx.upload(&starts)?;
         let ob = dev.ctx.upload(&order)?;
-        let p = [u32_of(n, "elements")?, u32_of(d.max(1), "width")?];
+        let p = IndexParams { n: u32_of(n, "elements")?, width: u32_of(d.max(1), "width")? };
         dev.launch_n("scatter", &[src.ptr(), sb.ptr(), ob.ptr(), out.ptr()], &p, n)?;
         Ok(dev.tensor(out, vec![rows, d]))
     }
@@ -488,7 +467,7 @@ fn norm_fwd(
     let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
     let rms = beta.is_none();
     let beta_ptr = beta.as_ref().map_or(gamma.ptr(), |b| b.ptr()); // not read for RMSNorm
-    let p = [u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits(), rms as u32];
+    let p = LayerNormParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")?, eps, rms: rms as u32 };
     dev.launch_rows("layer_norm", &[x.ptr(), gamma.ptr(), beta_ptr, y.ptr(), mean.ptr(), rstd.ptr()], &p, rows)?;
     let mut stat_shape = x.shape.clone();
     *stat_shape.last_mut().expect("rank >= 1") = 1;
@@ -508,7 +487,7 @@ fn norm_bwd(
     let rows = n.checked_div(d).unwrap_or(0);
     let dev = &x.dev;
     let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
-    let p = [u32_of(rows, "rows")?, u32_of(d, "width")?, mean.is_none() as u32];
+    let p = NormBwdParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")?, rms: mean.is_none() as u32 };
     let mean_ptr = mean.as_ref().map_or(rstd.ptr(), |m| m.ptr()); // not read for RMSNorm
     dev.launch_rows("layer_norm_bwd", &[x.ptr(), gamma.ptr(), mean_ptr, rstd.ptr(), dy.ptr(), dx.ptr()], &p, rows)?;
     dev.launch_n("layer_norm_params", &[x.ptr(), mean_ptr, rstd.ptr(), dy.ptr(), dgamma.ptr(), dbeta.ptr()], &p, d)?;
@@ -598,7 +577,7 @@ impl NnOps<Cuda> for Cuda {
         check_ids("cross_entropy", &targets.host, v)?;
         let dev = &logits.dev;
         let (lse, nll) = (dev.alloc(n)?, dev.alloc(n)?);
-        let p = [u32_of(n, "rows")?, u32_of(v, "classes")?];
+        let p = RowParams { rows: u32_of(n, "rows")?, width: u32_of(v, "classes")? };
         dev.launch_rows("cross_entropy", &[logits.ptr(), targets.buf.ptr(), lse.ptr(), nll.ptr()], &p, n)?;
         let loss = Self::reduce(Reduce::Mean, dev.tensor(nll, vec![n]), 0)?;
         Ok((Self::reshape(loss, &[])?, dev.tensor(lse, vec![n, 1])))
@@ -614,7 +593,11 @@ impl NnOps<Cuda> for Cuda {
         let dev = &logits.dev;
         let total = n * v;
         let out = dev.alloc(total)?;
-        let p = [u32_of(total, "elements")?, u32_of(v.max(1), "classes")?, (1.0 / n.max(1) as f32).to_bits()];
+        let p = CrossEntropyBwdParams {
+            n: u32_of(total, "elements")?,
+            classes: u32_of(v.max(1), "classes")?,
+            inv_rows: 1.0 / n.max(1) as f32,
+        };
         let ptrs = [logits.ptr(), targets.buf.ptr(), lse.ptr(), dloss.ptr(), out.ptr()];
         dev.launch_n("cross_entropy_bwd", &ptrs, &p, total)?;
         Ok(dev.tensor(out, vec![n, v]))
@@ -629,16 +612,7 @@ impl NnOps<Cuda> for Cuda {
         let n = shape::numel(&w.shape);
         let dev = &w.dev;
         let (wo, mo, vo) = (dev.alloc(n)?, dev.alloc(n)?, dev.alloc(n)?);
-        let p = [
-            u32_of(n, "elements")?,
-            h.beta1.to_bits(),
-            h.beta2.to_bits(),
-            h.eps.to_bits(),
-            h.decay.to_bits(),
-            h.step_size.to_bits(),
-            h.inv_sqrt_bc2.to_bits(),
-            h.grad_scale.to_bits(),
-        ];
+        let p = AdamWParams::new(h, n)?;
         dev.launch_n("adamw", &[w.ptr(), g.ptr(), m.ptr(), v.ptr(), wo.ptr(), mo.ptr(), vo.ptr()], &p, n)?;
         let s = w.shape.clone();
         Ok((dev.tensor(wo, s.clone()), dev.tensor(mo, s.clone()), dev.tensor(vo, s)))
@@ -665,8 +639,8 @@ fn attn_apply(
     out: (u64, &Layout),
     width: usize,
 ) -> Result<()> {
-    let (p, total) = g.apply_params(a_off, trans, x.1, out.1, width)?;
-    dev.launch_n("attention_apply", &[a, x.0, out.0], &p, total)
+    let p = g.apply_params(a_off, trans, x.1, out.1, width)?;
+    dev.launch_n("attention_apply", &[a, x.0, out.0], &p, p.total as usize)
 }
 
 /// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
@@ -804,7 +778,8 @@ mod tests {
     }
 
     /// Every kernel compiles with NVRTC (needs NVRTC, not a GPU; skipped with a line when
-    /// NVRTC is not installed).
+    /// NVRTC is not installed), so the generated parameter structs' `static_assert`s hold (the
+    /// C size and field offsets are the Rust ones).
     #[test]
     fn kernels_compile_with_nvrtc() {
         if !nvrtc_present() {
@@ -815,7 +790,7 @@ mod tests {
             let ptx = compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
             let src = ptx.to_src();
             for k in KERNELS {
-                assert!(src.contains(&format!(".entry {k}(")), "{arch}: kernel {k} missing from the PTX");
+                assert!(src.contains(&format!(".entry {}(", k.name)), "{arch}: kernel {} missing from the PTX", k.name);
             }
         }
         // the cubins a device of these architectures loads (no PTX JIT by the driver)

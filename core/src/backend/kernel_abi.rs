@@ -1,12 +1,17 @@
-//! The host side of the GPU backends' kernels: the parameter words that the WGSL kernels of
-//! `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read in the same order, and the
-//! geometry behind them. Backend-neutral; each backend only uploads and launches.
+//! The host side of the GPU backends' kernels, backend-neutral: the typed launch parameters
+//! that the WGSL kernels of `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read,
+//! and the geometry behind them. Each backend only uploads and launches.
 //!
-//! Kernel parameter structs are declared with [`kernel_params!`](crate::kernel_params): a
-//! `#[repr(C)]` struct of 4-byte fields whose WGSL and C declarations ([`ParamLayout::wgsl`],
-//! [`ParamLayout::cuda`]) and words ([`KernelParams::words`]) follow from its Rust definition.
-use super::{AttnSpec, Binary, Unary};
+//! Every kernel reads its parameters as one `#[repr(C)]` struct of 4-byte fields, declared
+//! once in Rust with [`kernel_params!`](crate::kernel_params): the WGSL and CUDA C
+//! declarations of the struct are generated from that definition ([`ParamLayout::wgsl`],
+//! [`ParamLayout::cuda`]) and prepended to the kernel sources, and the host uploads
+//! [`KernelParams::words`] (WGSL: a storage buffer bound last; CUDA: the kernel's last
+//! argument, by value). The generic structs live here, the colony's in
+//! [`crate::cell::kernel`].
+use super::{AdamWStep, AttnSpec, Binary, Dist, Reduce, Unary};
 use crate::error::{Error, Result};
+use crate::rng::{bernoulli_threshold, RngKey};
 use crate::shape;
 use alloc::format;
 use alloc::string::String;
@@ -269,9 +274,366 @@ macro_rules! kernel_params {
     )*};
 }
 
+/// The most axes of a broadcast binary op or a strided copy (the length of the shape and
+/// stride arrays of [`BinaryParams`] and [`CopyParams`]).
+pub const MAX_RANK: usize = 20;
+
+crate::kernel_params! {
+    /// `fill`: `out[i] = value` for `i < n`.
+    pub struct FillParams {
+        /// Elements.
+        pub n: u32,
+        /// The value.
+        pub value: f32,
+    }
+
+    /// `unary`: `y[i] = f(x[i])` for `i < n`.
+    pub struct UnaryParams {
+        /// Elements.
+        pub n: u32,
+        /// Op code ([`unary_code`]).
+        pub op: u32,
+        /// First parameter (Affine's mul, Powf's exponent, Clamp's min).
+        pub a: f32,
+        /// Second parameter (Affine's add, Clamp's max).
+        pub b: f32,
+    }
+
+    /// `binary`: `out[i] = op(a[ia], b[ib])` with numpy broadcasting over `rank` axes.
+    pub struct BinaryParams {
+        /// Elements of the output.
+        pub n: u32,
+        /// Op code ([`binary_code`]).
+        pub op: u32,
+        /// Axes (at most [`MAX_RANK`]).
+        pub rank: u32,
+        /// Output shape (the first `rank` entries).
+        pub shape: [u32; MAX_RANK],
+        /// Strides of `a` broadcast to the output (0 on broadcast axes).
+        pub a_strides: [u32; MAX_RANK],
+        /// Strides of `b` broadcast to the output.
+        pub b_strides: [u32; MAX_RANK],
+    }
+
+    /// `copy`: for every index `j` of `shape`,
+    /// `dst[dst_base + Σ jₖ·dst_stridesₖ] = src[src_base + Σ jₖ·src_stridesₖ]`.
+    pub struct CopyParams {
+        /// Elements.
+        pub n: u32,
+        /// Axes (at most [`MAX_RANK`]).
+        pub rank: u32,
+        /// First source element.
+        pub src_base: u32,
+        /// First destination element.
+        pub dst_base: u32,
+        /// The logical shape (the first `rank` entries).
+        pub shape: [u32; MAX_RANK],
+        /// Source strides.
+        pub src_strides: [u32; MAX_RANK],
+        /// Destination strides.
+        pub dst_strides: [u32; MAX_RANK],
+    }
+
+    /// `reduce`: `x` viewed as `[outer, n, inner]`, `out[o, i] = op over k of x[o, k, i]`.
+    pub struct ReduceParams {
+        /// Outputs, `outer·inner`.
+        pub outputs: u32,
+        /// The reduced axis' length (≥ 1).
+        pub n: u32,
+        /// Elements after the axis (≥ 1).
+        pub inner: u32,
+        /// Sum 0, Mean 1, Max 2, Min 3.
+        pub op: u32,
+    }
+
+    /// `matmul`: batched `C[b] = op(A[b])·op(B[b])`, `A` `[m, k]` (`[k, m]` when `ta`), `B`
+    /// `[k, n]` (`[n, k]` when `tb`), row-major.
+    pub struct MatmulParams {
+        /// Batch.
+        pub batch: u32,
+        /// Rows of C.
+        pub m: u32,
+        /// Columns of C.
+        pub n: u32,
+        /// Inner dimension.
+        pub k: u32,
+        /// A transposed (1) or not (0).
+        pub ta: u32,
+        /// B transposed (1) or not (0).
+        pub tb: u32,
+        /// Elements between A's matrices (0: one shared matrix).
+        pub a_stride: u32,
+        /// Elements between B's matrices (0: one shared matrix).
+        pub b_stride: u32,
+        /// Tiles along n, of the kernel's tile width (64 in WGSL; the CUDA kernel reads its
+        /// 16-wide tiles from the grid).
+        pub tiles_n: u32,
+        /// Tiles along m.
+        pub tiles_m: u32,
+    }
+
+    /// `gather` (`out[i, d] = table[ids[i], d]`) and `scatter` (`out[v, d] = Σ_{ids[i] = v}
+    /// src[i, d]`).
+    pub struct IndexParams {
+        /// Output elements, rows × width.
+        pub n: u32,
+        /// Row width (≥ 1).
+        pub width: u32,
+    }
+
+    /// `random`: element `e < n` of a [`Dist`] stream of key `(seed, offset)` (Philox-4x32-10,
+    /// as `rng::sample`).
+    pub struct RandomParams {
+        /// Elements.
+        pub n: u32,
+        /// Uniform 0, Bernoulli 1, Normal 2.
+        pub dist: u32,
+        /// Uniform's low bound, Normal's mean.
+        pub a: f32,
+        /// Uniform's high bound, Normal's standard deviation.
+        pub b: f32,
+        /// Bernoulli's threshold on 16-bit words ([`bernoulli_threshold`]).
+        pub threshold: u32,
+        /// Low word of the seed.
+        pub seed_lo: u32,
+        /// High word of the seed.
+        pub seed_hi: u32,
+        /// Low word of the stream offset.
+        pub offset_lo: u32,
+        /// High word of the stream offset.
+        pub offset_hi: u32,
+    }
+
+    /// The row kernels over `[rows, width]`: `softmax` and `cross_entropy` (width = classes).
+    pub struct RowParams {
+        /// Rows.
+        pub rows: u32,
+        /// Row width.
+        pub width: u32,
+    }
+
+    /// `cross_entropy_bwd`: `dlogits[r, c] = (e^{x[r, c] − lse[r]} − [c = t[r]])·dloss·inv_rows`.
+    pub struct CrossEntropyBwdParams {
+        /// Elements, rows × classes.
+        pub n: u32,
+        /// Classes (≥ 1).
+        pub classes: u32,
+        /// `1 / rows` (the mean's factor).
+        pub inv_rows: f32,
+    }
+
+    /// `adamw`: one AdamW update of `n` elements (the constants of [`AdamWStep`]).
+    pub struct AdamWParams {
+        /// Elements.
+        pub n: u32,
+        /// β₁.
+        pub beta1: f32,
+        /// β₂.
+        pub beta2: f32,
+        /// ε.
+        pub eps: f32,
+        /// The decoupled weight-decay factor.
+        pub decay: f32,
+        /// `lr / (1 − β₁ᵗ)`.
+        pub step_size: f32,
+        /// `1 / √(1 − β₂ᵗ)`.
+        pub inv_sqrt_bc2: f32,
+        /// The gradient's factor.
+        pub grad_scale: f32,
+    }
+
+    /// `layer_norm`: LayerNorm, or RMSNorm when `rms` is 1, over rows of `width`.
+    pub struct LayerNormParams {
+        /// Rows.
+        pub rows: u32,
+        /// Row width.
+        pub width: u32,
+        /// ε.
+        pub eps: f32,
+        /// RMSNorm (1) or LayerNorm (0).
+        pub rms: u32,
+    }
+
+    /// `layer_norm_bwd` and `layer_norm_params`: the norm's backward over rows of `width`.
+    pub struct NormBwdParams {
+        /// Rows.
+        pub rows: u32,
+        /// Row width.
+        pub width: u32,
+        /// RMSNorm (1) or LayerNorm (0).
+        pub rms: u32,
+    }
+
+    /// The attention row kernels `attention` and `attention_bwd` (see [`AttnGeom`]); a layout
+    /// is `[base, batch stride, head stride, row stride]` in elements.
+    pub struct AttnParams {
+        /// Query rows, `b·H·Sq`.
+        pub rows: u32,
+        /// Queries.
+        pub sq: u32,
+        /// Keys.
+        pub sk: u32,
+        /// Width of q and k.
+        pub d: u32,
+        /// Heads.
+        pub heads: u32,
+        /// Causal mask (1) or not (0).
+        pub causal: u32,
+        /// Score scale.
+        pub scale: f32,
+        /// Dropout mask given (1) or not (0).
+        pub has_mask: u32,
+        /// Rows of q (and dq).
+        pub q: [u32; 4],
+        /// Rows of k.
+        pub k: [u32; 4],
+        /// Rows of v.
+        pub v: [u32; 4],
+        /// Rows of o (and dout).
+        pub o: [u32; 4],
+        /// Width of v and o.
+        pub dv: u32,
+    }
+
+    /// `attention_apply`: `dst = A·x` (or `Aᵀ·x` when `trans`) per head, `A` the `[Sq, Sk]`
+    /// matrices at `a_off`, `x` and `dst` in strided layouts.
+    pub struct AttnApplyParams {
+        /// Output elements, `bh·rows·width`.
+        pub total: u32,
+        /// Output rows per head (`Sq`, or `Sk` when `trans`).
+        pub rows: u32,
+        /// Row width.
+        pub width: u32,
+        /// Heads.
+        pub heads: u32,
+        /// `Aᵀ` (1) or `A` (0).
+        pub trans: u32,
+        /// Queries.
+        pub sq: u32,
+        /// Keys.
+        pub sk: u32,
+        /// First element of A.
+        pub a_off: u32,
+        /// Rows of x.
+        pub x: [u32; 4],
+        /// Rows of the output.
+        pub dst: [u32; 4],
+    }
+}
+
 /// `n` as a kernel word (indices are 32-bit in the kernels).
 pub fn u32_of(n: usize, what: &str) -> Result<u32> {
     u32::try_from(n).map_err(|_| Error::InvalidArgument(format!("{what} {n} exceeds the GPU kernels' 2³² limit")))
+}
+
+/// `values` as kernel words in a fixed array of [`MAX_RANK`] (zeros after them).
+fn rank_words(values: impl IntoIterator<Item = usize>, what: &str) -> Result<[u32; MAX_RANK]> {
+    let mut out = [0u32; MAX_RANK];
+    for (i, v) in values.into_iter().enumerate() {
+        *out.get_mut(i).ok_or_else(|| {
+            Error::InvalidArgument(format!("the GPU kernels take at most {MAX_RANK} axes, got a longer {what}"))
+        })? = u32_of(v, what)?;
+    }
+    Ok(out)
+}
+
+impl UnaryParams {
+    /// `op` over `n` elements.
+    pub fn new(op: Unary, n: usize) -> Result<Self> {
+        let (op, a, b) = unary_code(op);
+        Ok(Self { n: u32_of(n, "elements")?, op, a, b })
+    }
+}
+
+impl BinaryParams {
+    /// `op` of `a` and `b` broadcast to `out` (the broadcast of both shapes).
+    pub fn new(op: Binary, out: &[usize], a: &[usize], b: &[usize]) -> Result<Self> {
+        Ok(Self {
+            n: u32_of(shape::numel(out), "elements")?,
+            op: binary_code(op),
+            rank: u32_of(out.len(), "rank")?,
+            shape: rank_words(out.iter().copied(), "shape")?,
+            a_strides: rank_words(broadcast_strides(a, out), "stride")?,
+            b_strides: rank_words(broadcast_strides(b, out), "stride")?,
+        })
+    }
+}
+
+impl CopyParams {
+    /// Every index of `shape` from `src_base + Σ jₖ·src_stridesₖ` to `dst_base + Σ jₖ·dst_stridesₖ`.
+    pub fn new(
+        shape: &[usize],
+        src_base: usize,
+        src_strides: &[usize],
+        dst_base: usize,
+        dst_strides: &[usize],
+    ) -> Result<Self> {
+        Ok(Self {
+            n: u32_of(shape::numel(shape), "elements")?,
+            rank: u32_of(shape.len(), "rank")?,
+            src_base: u32_of(src_base, "offset")?,
+            dst_base: u32_of(dst_base, "offset")?,
+            shape: rank_words(shape.iter().copied(), "shape")?,
+            src_strides: rank_words(src_strides.iter().copied(), "stride")?,
+            dst_strides: rank_words(dst_strides.iter().copied(), "stride")?,
+        })
+    }
+}
+
+impl ReduceParams {
+    /// `op` along an axis of length `n ≥ 1` of `x` viewed as `[outer, n, inner]`.
+    pub fn new(op: Reduce, outer: usize, n: usize, inner: usize) -> Result<Self> {
+        let op = match op {
+            Reduce::Sum => 0,
+            Reduce::Mean => 1,
+            Reduce::Max => 2,
+            Reduce::Min => 3,
+        };
+        Ok(Self {
+            outputs: u32_of(outer * inner, "elements")?,
+            n: u32_of(n, "axis")?,
+            inner: u32_of(inner.max(1), "inner")?,
+            op,
+        })
+    }
+}
+
+impl RandomParams {
+    /// `n` elements of `dist` from `key`.
+    pub fn new(dist: Dist, key: RngKey, n: usize) -> Result<Self> {
+        let (dist, a, b, threshold) = match dist {
+            Dist::Uniform { lo, hi } => (0, lo, hi, 0),
+            Dist::Bernoulli { p } => (1, 0.0, 0.0, bernoulli_threshold(p)),
+            Dist::Normal { mean, std } => (2, mean, std, 0),
+        };
+        Ok(Self {
+            n: u32_of(n, "elements")?,
+            dist,
+            a,
+            b,
+            threshold,
+            seed_lo: key.seed as u32,
+            seed_hi: (key.seed >> 32) as u32,
+            offset_lo: key.offset as u32,
+            offset_hi: (key.offset >> 32) as u32,
+        })
+    }
+}
+
+impl AdamWParams {
+    /// The update `h` over `n` elements.
+    pub fn new(h: &AdamWStep, n: usize) -> Result<Self> {
+        Ok(Self {
+            n: u32_of(n, "elements")?,
+            beta1: h.beta1,
+            beta2: h.beta2,
+            eps: h.eps,
+            decay: h.decay,
+            step_size: h.step_size,
+            inv_sqrt_bc2: h.inv_sqrt_bc2,
+            grad_scale: h.grad_scale,
+        })
+    }
 }
 
 /// Op code and parameters of a unary kernel: codes follow `Unary` in declaration order
@@ -454,31 +816,30 @@ impl AttnGeom {
         self.bh * self.sq
     }
 
-    /// Parameter words of the row kernels (`attention`, `attention_bwd`):
-    /// `[rows, Sq, Sk, D, H, causal, bits(scale), has_mask, q, k, v, o layouts, Dv]`.
-    pub fn params(&self, mask: bool) -> Result<Vec<u32>> {
-        let mut p = vec![
-            u32_of(self.rows(), "rows")?,
-            u32_of(self.sq, "queries")?,
-            u32_of(self.sk, "keys")?,
-            u32_of(self.d, "width")?,
-            u32_of(self.heads, "heads")?,
-            self.causal as u32,
-            self.scale.to_bits(),
-            mask as u32,
-        ];
-        for l in [&self.q, &self.k, &self.v, &self.o] {
-            for &x in l {
-                p.push(u32_of(x, "offset")?);
-            }
-        }
-        p.push(u32_of(self.dv, "width")?);
-        Ok(p)
+    /// Parameters of the row kernels (`attention`, `attention_bwd`).
+    pub fn params(&self, mask: bool) -> Result<AttnParams> {
+        let layout = |l: &Layout| -> Result<[u32; 4]> {
+            Ok([u32_of(l[0], "offset")?, u32_of(l[1], "offset")?, u32_of(l[2], "offset")?, u32_of(l[3], "offset")?])
+        };
+        Ok(AttnParams {
+            rows: u32_of(self.rows(), "rows")?,
+            sq: u32_of(self.sq, "queries")?,
+            sk: u32_of(self.sk, "keys")?,
+            d: u32_of(self.d, "width")?,
+            heads: u32_of(self.heads, "heads")?,
+            causal: self.causal as u32,
+            scale: self.scale,
+            has_mask: mask as u32,
+            q: layout(&self.q)?,
+            k: layout(&self.k)?,
+            v: layout(&self.v)?,
+            o: layout(&self.o)?,
+            dv: u32_of(self.dv, "width")?,
+        })
     }
 
-    /// Parameter words of `attention_apply` (`out = A·x`, or `Aᵀ·x` when `trans`, per head,
-    /// `A` the `[Sq, Sk]` matrices at `a_off`) and its thread count:
-    /// `[total, out rows, width, H, trans, Sq, Sk, A offset, x layout, out layout]`.
+    /// Parameters of `attention_apply` (`out = A·x`, or `Aᵀ·x` when `trans`, per head, `A`
+    /// the `[Sq, Sk]` matrices at `a_off`); one thread per output element, `total` of them.
     pub fn apply_params(
         &self,
         a_off: usize,
@@ -486,23 +847,23 @@ impl AttnGeom {
         x: &Layout,
         out: &Layout,
         width: usize,
-    ) -> Result<(Vec<u32>, usize)> {
+    ) -> Result<AttnApplyParams> {
         let rows = if trans { self.sk } else { self.sq };
-        let total = self.bh * rows * width;
-        let mut p = vec![
-            u32_of(total, "elements")?,
-            u32_of(rows, "rows")?,
-            u32_of(width, "width")?,
-            u32_of(self.heads, "heads")?,
-            trans as u32,
-            u32_of(self.sq, "queries")?,
-            u32_of(self.sk, "keys")?,
-            u32_of(a_off, "offset")?,
-        ];
-        for &v in x.iter().chain(out.iter()) {
-            p.push(u32_of(v, "offset")?);
-        }
-        Ok((p, total))
+        let layout = |l: &Layout| -> Result<[u32; 4]> {
+            Ok([u32_of(l[0], "offset")?, u32_of(l[1], "offset")?, u32_of(l[2], "offset")?, u32_of(l[3], "offset")?])
+        };
+        Ok(AttnApplyParams {
+            total: u32_of(self.bh * rows * width, "elements")?,
+            rows: u32_of(rows, "rows")?,
+            width: u32_of(width, "width")?,
+            heads: u32_of(self.heads, "heads")?,
+            trans: trans as u32,
+            sq: u32_of(self.sq, "queries")?,
+            sk: u32_of(self.sk, "keys")?,
+            a_off: u32_of(a_off, "offset")?,
+            x: layout(x)?,
+            dst: layout(out)?,
+        })
     }
 
     /// Shapes of `(o, lse)` for the query shape `q` (the `qkv` shape when packed).
@@ -582,5 +943,20 @@ mod tests {
         ));
         assert!(c.contains("static_assert(sizeof(Mixed) == 32, "));
         assert!(c.contains("static_assert(offsetof(Mixed, w) == 24, "));
+    }
+
+    #[test]
+    fn copy_and_binary_params_pad_to_the_rank_limit() {
+        let p = CopyParams::new(&[2, 3], 1, &[3, 1], 0, &[1, 2]).unwrap();
+        assert_eq!((p.n, p.rank, p.src_base, p.dst_base), (6, 2, 1, 0));
+        assert_eq!(
+            (&p.shape[..3], &p.src_strides[..3], &p.dst_strides[..3]),
+            (&[2, 3, 0][..], &[3, 1, 0][..], &[1, 2, 0][..])
+        );
+        let p = BinaryParams::new(Binary::Mul, &[2, 3], &[3], &[2, 1]).unwrap();
+        assert_eq!((p.n, p.op, p.rank), (6, 2, 2));
+        assert_eq!((&p.a_strides[..2], &p.b_strides[..2]), (&[0, 1][..], &[1, 0][..]));
+        let deep = vec![1; MAX_RANK + 1];
+        assert!(CopyParams::new(&deep, 0, &deep, 0, &deep).is_err());
     }
 }

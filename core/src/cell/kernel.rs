@@ -1,12 +1,39 @@
-//! The host side of the colony kernels of the GPU backends: the shapes, scratch strides and
-//! parameter words that the WGSL kernels of `protocell-wgpu` and the CUDA kernels of
-//! `protocell-cuda` read in the same order.
+//! The host side of the colony kernels of the GPU backends: the parameter struct that the
+//! WGSL kernels of `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read, and the
+//! shapes and scratch strides behind it.
 use super::{CellMode, ColonySpec, N_COEFFS};
 use crate::backend::kernel_abi::u32_of;
 use crate::error::{Error, Result};
 use alloc::format;
-use alloc::vec;
-use alloc::vec::Vec;
+
+crate::kernel_params! {
+    /// `colony_fwd` and `colony_bwd`: `t` tokens of `n` blocks, `steps` inner steps, each
+    /// token's trajectory and scratch at `token·stride` in the work buffer.
+    pub struct ColonyParams {
+        /// Tokens.
+        pub t: u32,
+        /// Blocks per token.
+        pub n: u32,
+        /// Inner steps `K`.
+        pub steps: u32,
+        /// 0 as coded, 1 as described, 2 sound.
+        pub mode: u32,
+        /// Step size.
+        pub dt: f32,
+        /// Row-normalisation ε.
+        pub row_eps: f32,
+        /// Sharpness of the sound mode's smooth bound.
+        pub sharpness: f32,
+        /// Pruning on (1) or off (0).
+        pub pruning: u32,
+        /// Pruning's life decay rate.
+        pub rate: f32,
+        /// Pruning's life threshold.
+        pub threshold: f32,
+        /// Floats of one token's trajectory and scratch.
+        pub stride: u32,
+    }
+}
 
 /// Shapes and constants of one colony call (see the colony kernels for the per-token
 /// trajectory and scratch layout the strides describe).
@@ -66,9 +93,8 @@ impl ColonyGeom {
         [t * 4 * n, t * n * n, t * n, t * N_COEFFS]
     }
 
-    /// Parameter words: `[T, N, K, mode (0 as coded, 1 as described, 2 sound), bits(dt),
-    /// bits(row ε), bits(sharpness), pruning, bits(rate), bits(threshold), stride]`.
-    pub fn params(&self, stride: usize) -> Result<Vec<u32>> {
+    /// The kernels' parameters for a work buffer of `stride` floats per token.
+    pub fn params(&self, stride: usize) -> Result<ColonyParams> {
         let s = &self.spec;
         let mode = match s.mode {
             CellMode::AsCoded => 0,
@@ -76,18 +102,18 @@ impl ColonyGeom {
             CellMode::Sound => 2,
         };
         let (rate, threshold) = s.pruning.map_or((0.0f32, 0.0f32), |p| (p.rate, p.threshold));
-        Ok(vec![
-            u32_of(self.t, "tokens")?,
-            u32_of(self.n, "blocks")?,
-            u32_of(s.steps, "steps")?,
+        Ok(ColonyParams {
+            t: u32_of(self.t, "tokens")?,
+            n: u32_of(self.n, "blocks")?,
+            steps: u32_of(s.steps, "steps")?,
             mode,
-            s.dt.to_bits(),
-            s.row_eps.to_bits(),
-            s.sharpness.to_bits(),
-            s.pruning.is_some() as u32,
-            rate.to_bits(),
-            threshold.to_bits(),
-            u32_of(stride, "stride")?,
-        ])
+            dt: s.dt,
+            row_eps: s.row_eps,
+            sharpness: s.sharpness,
+            pruning: s.pruning.is_some() as u32,
+            rate,
+            threshold,
+            stride: u32_of(stride, "stride")?,
+        })
     }
 }
