@@ -14,22 +14,20 @@
 //! (`const ColonyParams p`), defined once in Rust in `protocell-core` (`backend::kernel_abi`,
 //! `cell::kernel`); [`source`] starts with the structs' C declarations, generated from those
 //! definitions with `static_assert`s of their sizes and field offsets ([`KERNELS`] lists every
-//! entry point and its struct).
+//! entry point and its struct). The host code of the attention and colony kernels is core's
+//! too, through [`GpuKernels`].
 //!
 //! No CUDA on the machine (no driver library, no device, no NVRTC) is an `Err` starting with
 //! "CUDA unavailable", never a panic: the libraries are probed before any driver call.
 //! NVRTC and cuBLAS are found through the loader's path or in `PROTOCELL_CUDA_LIB_DIR`,
 //! `$CUDA_PATH/lib64`, `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`.
 use protocell_core::backend::kernel_abi::{
-    broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, AttnGeom, BinaryParams, CopyParams,
-    CrossEntropyBwdParams, FillParams, IndexParams, KernelParams, LayerNormParams, Layout, MatmulParams, NormBwdParams,
-    RandomParams, ReduceParams, RowParams, UnaryParams,
+    self, broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, BinaryParams, CopyParams,
+    CrossEntropyBwdParams, FillParams, GpuKernels, Grid, IndexParams, KernelParams, LayerNormParams, MatmulParams,
+    NormBwdParams, RandomParams, ReduceParams, RowParams, UnaryParams,
 };
-use protocell_core::backend::{
-    attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
-};
-use protocell_core::cell::kernel::ColonyGeom;
-use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use protocell_core::backend::{AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::cell::{kernel as colony, CellOps, ColonyGrads, ColonyOut, ColonySpec};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::RngKey;
 use protocell_core::shape;
@@ -533,8 +531,7 @@ impl NnOps<Cuda> for Cuda {
         causal: bool,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        attn_forward(&g, &q, &k, &v, None)
+        kernel_abi::attention_fwd::<Cuda>(q, k, v, causal, scale)
     }
     fn attention_bwd(
         q: CudaTensor,
@@ -546,18 +543,10 @@ impl NnOps<Cuda> for Cuda {
         causal: bool,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        let dev = &q.dev;
-        let (dq, dk, dv) =
-            (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
-        attn_backward(&g, &q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
-        let (dk_shape, dv_shape) = g.grad_shapes(&k.shape, &v.shape);
-        Ok((dev.tensor(dq, q.shape.clone()), dev.tensor(dk, dk_shape), dev.tensor(dv, dv_shape)))
+        kernel_abi::attention_bwd::<Cuda>(q, k, v, lse, dout, causal, scale)
     }
     fn self_attention_fwd(qkv: CudaTensor, spec: &AttnSpec) -> Result<(CudaTensor, CudaTensor)> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        attn_forward(&g, &qkv, &qkv, &qkv, mask.as_ref())
+        kernel_abi::self_attention_fwd::<Cuda>(qkv, spec)
     }
     fn self_attention_bwd(
         qkv: CudaTensor,
@@ -566,11 +555,7 @@ impl NnOps<Cuda> for Cuda {
         dout: CudaTensor,
         spec: &AttnSpec,
     ) -> Result<CudaTensor> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
-        attn_backward(&g, &qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
-        Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
+        kernel_abi::self_attention_bwd::<Cuda>(qkv, lse, dout, spec)
     }
     fn cross_entropy_fwd(logits: CudaTensor, targets: CudaIds) -> Result<(CudaTensor, CudaTensor)> {
         let (n, v) = (logits.shape[0], logits.shape[1]);
@@ -619,85 +604,8 @@ impl NnOps<Cuda> for Cuda {
     }
 }
 
-/// The dropout mask of a packed attention call (`None` without dropout).
-fn packed_mask(g: &AttnGeom, spec: &AttnSpec, dev: &CudaDevice) -> Result<Option<CudaTensor>> {
-    match &spec.dropout {
-        Some(dr) if dr.p > 0.0 => Ok(Some(attention_dropout_mask::<Cuda>(dr, g.mask_shape(), dev)?)),
-        _ => Ok(None),
-    }
-}
-
-/// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
-#[allow(clippy::too_many_arguments)]
-fn attn_apply(
-    g: &AttnGeom,
-    dev: &CudaDevice,
-    a: u64,
-    a_off: usize,
-    trans: bool,
-    x: (u64, &Layout),
-    out: (u64, &Layout),
-    width: usize,
-) -> Result<()> {
-    let p = g.apply_params(a_off, trans, x.1, out.1, width)?;
-    dev.launch_n("attention_apply", &[a, x.0, out.0], &p, p.total as usize)
-}
-
-/// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
-fn attn_forward(
-    g: &AttnGeom,
-    q: &CudaTensor,
-    k: &CudaTensor,
-    v: &CudaTensor,
-    mask: Option<&CudaTensor>,
-) -> Result<(CudaTensor, CudaTensor)> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    let (o, lse) = (dev.alloc(rows * g.dv)?, dev.alloc(rows)?);
-    if rows > 0 && g.dv > 0 {
-        let pr = dev.alloc(rows * g.sk)?;
-        let p = g.params(mask.is_some())?;
-        let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
-        dev.launch_rows("attention", &[q.ptr(), k.ptr(), m, pr.ptr(), lse.ptr()], &p, rows)?;
-        attn_apply(g, dev, pr.ptr(), 0, false, (v.ptr(), &g.v), (o.ptr(), &g.o), g.dv)?;
-    }
-    let (o_shape, lse_shape) = g.out_shapes(&q.shape);
-    Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
-}
-
-/// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one buffer thrice for packed).
-#[allow(clippy::too_many_arguments)]
-fn attn_backward(
-    g: &AttnGeom,
-    q: &CudaTensor,
-    k: &CudaTensor,
-    v: &CudaTensor,
-    lse: &CudaTensor,
-    dout: &CudaTensor,
-    mask: Option<&CudaTensor>,
-    out: [&PoolBuf; 3],
-) -> Result<()> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    if rows == 0 || g.sk == 0 {
-        return Ok(());
-    }
-    let n = rows * g.sk;
-    let pd = dev.alloc(2 * n)?;
-    let p = g.params(mask.is_some())?;
-    let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
-    dev.launch_rows("attention_bwd", &[q.ptr(), k.ptr(), v.ptr(), dout.ptr(), lse.ptr(), m, pd.ptr()], &p, rows)?;
-    if g.dv > 0 {
-        attn_apply(g, dev, pd.ptr(), 0, true, (dout.ptr(), &g.o), (out[2].ptr(), &g.v), g.dv)?;
-    }
-    if g.d > 0 {
-        attn_apply(g, dev, pd.ptr(), n, false, (k.ptr(), &g.k), (out[0].ptr(), &g.q), g.d)?;
-        attn_apply(g, dev, pd.ptr(), n, true, (q.ptr(), &g.q), (out[1].ptr(), &g.k), g.d)?;
-    }
-    Ok(())
-}
-
-/// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward.
+/// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward; the
+/// host side is `protocell_core::cell::kernel`'s.
 impl CellOps<Cuda> for Cuda {
     fn colony_fwd(
         h0: CudaTensor,
@@ -706,18 +614,7 @@ impl CellOps<Cuda> for Cuda {
         coeffs: CudaTensor,
         spec: &ColonySpec,
     ) -> Result<ColonyOut<Cuda>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
-        if t > 0 && n > 0 {
-            let sc = colony_sc(&coeffs, &stim, &c)?;
-            let stride = c.stride_fwd();
-            let work = dev.alloc(t * stride)?;
-            let ptrs = [h0.ptr(), w0.ptr(), sc.ptr(), h.ptr(), w.ptr(), alive.ptr(), work.ptr()];
-            dev.launch_n("colony_fwd", &ptrs, &c.params(stride)?, t)?;
-        }
-        Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
+        colony::colony_fwd::<Cuda>(h0, w0, stim, coeffs, spec)
     }
     fn colony_bwd(
         h0: CudaTensor,
@@ -728,43 +625,31 @@ impl CellOps<Cuda> for Cuda {
         dh: CudaTensor,
         dw: CudaTensor,
     ) -> Result<ColonyGrads<Cuda>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        c.check_grads(&dh.shape, &dw.shape)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        if t == 0 || n == 0 {
-            let z = |s: &[usize]| Self::full(0.0, s, dev);
-            return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
-        }
-        let parts = c.grad_parts();
-        let gout = dev.alloc(parts.iter().sum())?;
-        let sc = colony_sc(&coeffs, &stim, &c)?;
-        let stride = c.stride_bwd();
-        let work = dev.alloc(t * stride)?;
-        let ptrs = [h0.ptr(), w0.ptr(), sc.ptr(), dh.ptr(), dw.ptr(), gout.ptr(), work.ptr()];
-        dev.launch_n("colony_bwd", &ptrs, &c.params(stride)?, t)?;
-        let mut at = 0;
-        let mut split = Vec::with_capacity(4);
-        for &len in &parts {
-            let b = dev.alloc(len)?;
-            dev.ctx.copy_words(&gout, at, &b, 0, len)?;
-            split.push(b);
-            at += len;
-        }
-        let [gh, gw, gs, gc]: [Arc<PoolBuf>; 4] =
-            split.try_into().map_err(|_| Error::Backend("colony split".into()))?;
-        let gc = Self::reshape(Self::reduce(Reduce::Sum, dev.tensor(gc, vec![t, N_COEFFS]), 0)?, &[N_COEFFS])?;
-        Ok((dev.tensor(gh, vec![t, n, 4]), dev.tensor(gw, vec![t, n, n]), dev.tensor(gs, vec![t, n]), gc))
+        colony::colony_bwd::<Cuda>(h0, w0, stim, coeffs, spec, dh, dw)
     }
 }
 
-/// The packed `[coefficients | stimulus]` buffer the colony kernels read (`sc`).
-fn colony_sc(coeffs: &CudaTensor, stim: &CudaTensor, g: &ColonyGeom) -> Result<Arc<PoolBuf>> {
-    let dev = &coeffs.dev;
-    let sc = dev.alloc(N_COEFFS + g.t * g.n)?;
-    dev.ctx.copy_words(&coeffs.buf, 0, &sc, 0, N_COEFFS)?;
-    dev.ctx.copy_words(&stim.buf, 0, &sc, N_COEFFS, g.t * g.n)?;
-    Ok(sc)
+/// What the shared host code of the fused kernels (attention, colony) launches through.
+impl GpuKernels for Cuda {
+    fn alloc(dev: &CudaDevice, n: usize) -> Result<CudaTensor> {
+        Ok(dev.tensor(dev.alloc(n)?, vec![n]))
+    }
+    fn launch<P: KernelParams>(
+        dev: &CudaDevice,
+        name: &'static str,
+        bufs: &[&CudaTensor],
+        params: &P,
+        grid: Grid,
+    ) -> Result<()> {
+        let ptrs: Vec<u64> = bufs.iter().map(|t| t.ptr()).collect();
+        match grid {
+            Grid::Items(n) => dev.launch_n(name, &ptrs, params, n),
+            Grid::Rows(n) => dev.launch_rows(name, &ptrs, params, n),
+        }
+    }
+    fn copy_words(src: &CudaTensor, src_at: usize, dst: &CudaTensor, dst_at: usize, n: usize) -> Result<()> {
+        src.dev.ctx.copy_words(&src.buf, src_at, &dst.buf, dst_at, n)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use protocell_core::backend::kernel_abi::{
     UnaryParams,
 };
 use protocell_core::cell::kernel::ColonyParams;
+use protocell_core::error::{Error, Result};
 
 /// A WGSL compute pipeline: entry point `main` of `body`, which binds its buffers at
 /// `@group(0) @binding(0..)` and then its parameter struct as
@@ -68,4 +69,9 @@ kernels! {
     ATTENTION_APPLY = "attention_apply", AttnApplyParams, wgsl!("attn", "attention_apply");
     COLONY_FWD = "colony_fwd", ColonyParams, wgsl!("colony", "colony_fwd");
     COLONY_BWD = "colony_bwd", ColonyParams, wgsl!("colony", "colony_bwd");
+}
+
+/// The pipeline called `name`.
+pub(crate) fn by_name(name: &str) -> Result<&'static Kernel> {
+    KERNELS.iter().find(|k| k.name == name).ok_or_else(|| Error::Backend(format!("no WGSL kernel {name}")))
 }

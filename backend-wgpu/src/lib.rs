@@ -13,22 +13,20 @@
 //! (`var<storage, read> p: ColonyParams`), defined once in Rust in `protocell-core`
 //! (`backend::kernel_abi`, `cell::kernel`); the struct's WGSL declaration is generated from that
 //! definition and prepended when the pipeline is built ([`KERNELS`] lists every pipeline and
-//! its struct).
+//! its struct). The host code of the attention and colony kernels is core's too, through
+//! [`GpuKernels`].
 //!
 //! Adapters follow wgpu's environment variables (`WGPU_BACKEND=vulkan|gl|…`,
 //! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
 //! Validation errors, out-of-memory and a lost device come back as `Err`s from the op that
 //! met them.
 use protocell_core::backend::kernel_abi::{
-    broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, AttnGeom, BinaryParams, CopyParams,
-    CrossEntropyBwdParams, FillParams, IndexParams, LayerNormParams, Layout, MatmulParams, NormBwdParams, RandomParams,
-    ReduceParams, RowParams, UnaryParams,
+    self, broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, BinaryParams, CopyParams,
+    CrossEntropyBwdParams, FillParams, GpuKernels, Grid, IndexParams, KernelParams, LayerNormParams, MatmulParams,
+    NormBwdParams, RandomParams, ReduceParams, RowParams, UnaryParams,
 };
-use protocell_core::backend::{
-    attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
-};
-use protocell_core::cell::kernel::ColonyGeom;
-use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use protocell_core::backend::{AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::cell::{kernel as colony, CellOps, ColonyGrads, ColonyOut, ColonySpec};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::RngKey;
 use protocell_core::shape;
@@ -407,8 +405,7 @@ impl NnOps<Wgpu> for Wgpu {
         causal: bool,
         scale: f32,
     ) -> Result<(WgpuTensor, WgpuTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        attn_forward(&g, &q, &k, &v, None)
+        kernel_abi::attention_fwd::<Wgpu>(q, k, v, causal, scale)
     }
     fn attention_bwd(
         q: WgpuTensor,
@@ -420,18 +417,10 @@ impl NnOps<Wgpu> for Wgpu {
         causal: bool,
         scale: f32,
     ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        let dev = &q.dev;
-        let (dq, dk, dv) =
-            (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
-        attn_backward(&g, &q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
-        let (dk_shape, dv_shape) = g.grad_shapes(&k.shape, &v.shape);
-        Ok((dev.tensor(dq, q.shape.clone()), dev.tensor(dk, dk_shape), dev.tensor(dv, dv_shape)))
+        kernel_abi::attention_bwd::<Wgpu>(q, k, v, lse, dout, causal, scale)
     }
     fn self_attention_fwd(qkv: WgpuTensor, spec: &AttnSpec) -> Result<(WgpuTensor, WgpuTensor)> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        attn_forward(&g, &qkv, &qkv, &qkv, mask.as_ref())
+        kernel_abi::self_attention_fwd::<Wgpu>(qkv, spec)
     }
     fn self_attention_bwd(
         qkv: WgpuTensor,
@@ -440,11 +429,7 @@ impl NnOps<Wgpu> for Wgpu {
         dout: WgpuTensor,
         spec: &AttnSpec,
     ) -> Result<WgpuTensor> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
-        attn_backward(&g, &qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
-        Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
+        kernel_abi::self_attention_bwd::<Wgpu>(qkv, lse, dout, spec)
     }
     fn cross_entropy_fwd(logits: WgpuTensor, targets: WgpuIds) -> Result<(WgpuTensor, WgpuTensor)> {
         let (n, v) = (logits.shape[0], logits.shape[1]);
@@ -496,7 +481,7 @@ impl NnOps<Wgpu> for Wgpu {
 }
 /// The colony update as two kernels (`kernels/colony*.wgsl`), one invocation per token, the
 /// equations of `protocell_core::cell::scalar` line by line; the backward pass recomputes each
-/// token's trajectory, as the CPU kernel does.
+/// token's trajectory, as the CPU kernel does. The host side is `protocell_core::cell::kernel`'s.
 impl CellOps<Wgpu> for Wgpu {
     fn colony_fwd(
         h0: WgpuTensor,
@@ -505,18 +490,7 @@ impl CellOps<Wgpu> for Wgpu {
         coeffs: WgpuTensor,
         spec: &ColonySpec,
     ) -> Result<ColonyOut<Wgpu>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
-        if t > 0 && n > 0 {
-            let sc = colony_sc(&coeffs, &stim, &c)?;
-            let stride = c.stride_fwd();
-            let work = dev.alloc(t * stride)?;
-            let bufs = [&h0.buf.buf, &w0.buf.buf, &sc.buf, &h.buf, &w.buf, &alive.buf, &work.buf];
-            dev.ctx.launch(&COLONY_FWD, &bufs, &c.params(stride)?, groups(t)?)?;
-        }
-        Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
+        colony::colony_fwd::<Wgpu>(h0, w0, stim, coeffs, spec)
     }
     fn colony_bwd(
         h0: WgpuTensor,
@@ -527,122 +501,32 @@ impl CellOps<Wgpu> for Wgpu {
         dh: WgpuTensor,
         dw: WgpuTensor,
     ) -> Result<ColonyGrads<Wgpu>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        c.check_grads(&dh.shape, &dw.shape)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        if t == 0 || n == 0 {
-            let z = |s: &[usize]| Self::full(0.0, s, dev);
-            return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
-        }
-        let parts = c.grad_parts();
-        let gout = dev.alloc(parts.iter().sum())?;
-        let sc = colony_sc(&coeffs, &stim, &c)?;
-        let stride = c.stride_bwd();
-        let work = dev.alloc(t * stride)?;
-        let bufs = [&h0.buf.buf, &w0.buf.buf, &sc.buf, &dh.buf.buf, &dw.buf.buf, &gout.buf, &work.buf];
-        dev.ctx.launch(&COLONY_BWD, &bufs, &c.params(stride)?, groups(t)?)?;
-        let mut at = 0;
-        let mut split = Vec::with_capacity(4);
-        for &len in &parts {
-            let b = dev.alloc(len)?;
-            dev.ctx.copy_words(&gout.buf, at, &b.buf, 0, len)?;
-            split.push(b);
-            at += len;
-        }
-        let [gh, gw, gs, gc]: [Arc<PoolBuf>; 4] =
-            split.try_into().map_err(|_| Error::Backend("colony split".into()))?;
-        let gc = Self::reshape(Self::reduce(Reduce::Sum, dev.tensor(gc, vec![t, N_COEFFS]), 0)?, &[N_COEFFS])?;
-        let (gh, gw, gs) = (dev.tensor(gh, vec![t, n, 4]), dev.tensor(gw, vec![t, n, n]), dev.tensor(gs, vec![t, n]));
-        Ok((gh, gw, gs, gc))
+        colony::colony_bwd::<Wgpu>(h0, w0, stim, coeffs, spec, dh, dw)
     }
 }
 
-/// The packed `[coefficients | stimulus]` buffer the colony kernels read (`sc`).
-fn colony_sc(coeffs: &WgpuTensor, stim: &WgpuTensor, g: &ColonyGeom) -> Result<Arc<PoolBuf>> {
-    let dev = &coeffs.dev;
-    let sc = dev.alloc(N_COEFFS + g.t * g.n)?;
-    dev.ctx.copy_words(&coeffs.buf.buf, 0, &sc.buf, 0, N_COEFFS)?;
-    dev.ctx.copy_words(&stim.buf.buf, 0, &sc.buf, N_COEFFS, g.t * g.n)?;
-    Ok(sc)
-}
-
-/// The dropout mask of a packed attention call (`None` without dropout).
-fn packed_mask(g: &AttnGeom, spec: &AttnSpec, dev: &WgpuDevice) -> Result<Option<WgpuTensor>> {
-    match &spec.dropout {
-        Some(dr) if dr.p > 0.0 => Ok(Some(attention_dropout_mask::<Wgpu>(dr, g.mask_shape(), dev)?)),
-        _ => Ok(None),
+/// What the shared host code of the fused kernels (attention, colony) launches through.
+impl GpuKernels for Wgpu {
+    fn alloc(dev: &WgpuDevice, n: usize) -> Result<WgpuTensor> {
+        Ok(dev.tensor(dev.alloc(n)?, vec![n]))
     }
-}
-
-/// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
-#[allow(clippy::too_many_arguments)]
-fn attn_apply(
-    g: &AttnGeom,
-    dev: &WgpuDevice,
-    a: &PoolBuf,
-    a_off: usize,
-    trans: bool,
-    x: (&PoolBuf, &Layout),
-    out: (&PoolBuf, &Layout),
-    width: usize,
-) -> Result<()> {
-    let p = g.apply_params(a_off, trans, x.1, out.1, width)?;
-    dev.ctx.launch(&ATTENTION_APPLY, &[&a.buf, &x.0.buf, &out.0.buf], &p, groups(p.total as usize)?)
-}
-
-/// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
-fn attn_forward(
-    g: &AttnGeom,
-    q: &WgpuTensor,
-    k: &WgpuTensor,
-    v: &WgpuTensor,
-    mask: Option<&WgpuTensor>,
-) -> Result<(WgpuTensor, WgpuTensor)> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    let (o, lse) = (dev.alloc(rows * g.dv)?, dev.alloc(rows)?);
-    if rows > 0 && g.dv > 0 {
-        let pr = dev.alloc(rows * g.sk)?;
-        let m = mask.map_or(&q.buf.buf, |m| &m.buf.buf); // not read without dropout
-        let bufs = [&q.buf.buf, &k.buf.buf, m, &pr.buf, &lse.buf];
-        dev.ctx.launch(&ATTENTION, &bufs, &g.params(mask.is_some())?, u32_of(rows, "rows")?)?;
-        attn_apply(g, dev, &pr, 0, false, (&v.buf, &g.v), (&o, &g.o), g.dv)?;
+    fn launch<P: KernelParams>(
+        dev: &WgpuDevice,
+        name: &'static str,
+        bufs: &[&WgpuTensor],
+        params: &P,
+        grid: Grid,
+    ) -> Result<()> {
+        let groups = match grid {
+            Grid::Items(n) => groups(n)?,
+            Grid::Rows(n) => u32_of(n, "rows")?,
+        };
+        let bufs: Vec<&wgpu::Buffer> = bufs.iter().map(|t| &t.buf.buf).collect();
+        dev.ctx.launch(kernels::by_name(name)?, &bufs, params, groups)
     }
-    let (o_shape, lse_shape) = g.out_shapes(&q.shape);
-    Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
-}
-
-/// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one buffer thrice for packed).
-#[allow(clippy::too_many_arguments)]
-fn attn_backward(
-    g: &AttnGeom,
-    q: &WgpuTensor,
-    k: &WgpuTensor,
-    v: &WgpuTensor,
-    lse: &WgpuTensor,
-    dout: &WgpuTensor,
-    mask: Option<&WgpuTensor>,
-    out: [&PoolBuf; 3],
-) -> Result<()> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    if rows == 0 || g.sk == 0 {
-        return Ok(());
+    fn copy_words(src: &WgpuTensor, src_at: usize, dst: &WgpuTensor, dst_at: usize, n: usize) -> Result<()> {
+        src.dev.ctx.copy_words(&src.buf.buf, src_at, &dst.buf.buf, dst_at, n)
     }
-    let n = rows * g.sk;
-    let pd = dev.alloc(2 * n)?;
-    let m = mask.map_or(&q.buf.buf, |m| &m.buf.buf); // not read without dropout
-    let bufs = [&q.buf.buf, &k.buf.buf, &v.buf.buf, &dout.buf.buf, &lse.buf.buf, m, &pd.buf];
-    dev.ctx.launch(&ATTENTION_BWD, &bufs, &g.params(mask.is_some())?, u32_of(rows, "rows")?)?;
-    if g.dv > 0 {
-        attn_apply(g, dev, &pd, 0, true, (&dout.buf, &g.o), (out[2], &g.v), g.dv)?;
-    }
-    if g.d > 0 {
-        attn_apply(g, dev, &pd, n, false, (&k.buf, &g.k), (out[0], &g.q), g.d)?;
-        attn_apply(g, dev, &pd, n, true, (&q.buf, &g.q), (out[1], &g.k), g.d)?;
-    }
-    Ok(())
 }
 
 /// LayerNorm (`beta` given) or RMSNorm (`beta` absent: no centring, no shift) forward over
@@ -695,7 +579,6 @@ fn norm_bwd(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocell_core::backend::kernel_abi::KernelParams;
 
     fn device() -> Option<WgpuDevice> {
         match WgpuDevice::new(0) {

@@ -1,6 +1,7 @@
 //! The host side of the GPU backends' kernels, backend-neutral: the typed launch parameters
 //! that the WGSL kernels of `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read,
-//! and the geometry behind them. Each backend only uploads and launches.
+//! the geometry behind them, and the host code of the fused attention kernels, generic over
+//! the [`GpuKernels`] a backend provides. Each backend only uploads and launches.
 //!
 //! Every kernel reads its parameters as one `#[repr(C)]` struct of 4-byte fields, declared
 //! once in Rust with [`kernel_params!`](crate::kernel_params): the WGSL and CUDA C
@@ -9,7 +10,7 @@
 //! [`KernelParams::words`] (WGSL: a storage buffer bound last; CUDA: the kernel's last
 //! argument, by value). The generic structs live here, the colony's in
 //! [`crate::cell::kernel`].
-use super::{AdamWStep, AttnSpec, Binary, Dist, Reduce, Unary};
+use super::{attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, Reduce, Unary};
 use crate::error::{Error, Result};
 use crate::rng::{bernoulli_threshold, RngKey};
 use crate::shape;
@@ -17,6 +18,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+
+type T<B> = <B as Backend>::Tensor;
 
 /// The scalar type of a kernel parameter field. Every one is 4 bytes with 4-byte alignment,
 /// so a struct of them (and of fixed arrays of them) has no padding and the same layout in
@@ -890,6 +893,159 @@ impl AttnGeom {
         };
         (with(k, self.d), with(v, self.dv))
     }
+}
+
+/// How a kernel's threads are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grid {
+    /// One thread per item, `n` items (the backend picks the workgroup or block size).
+    Items(usize),
+    /// One workgroup (WGSL, 64 threads) or block (CUDA, 128 threads) per row, `n` rows.
+    Rows(usize),
+}
+
+/// What the shared host code of the fused GPU kernels (attention below, the colony in
+/// [`crate::cell::kernel`]) needs from a GPU backend: scratch tensors, launching a kernel by
+/// name, and copying words between tensors.
+pub trait GpuKernels: Backend {
+    /// A tensor of shape `[n]` whose contents are unspecified (every kernel writes all of
+    /// its output).
+    fn alloc(dev: &Self::Device, n: usize) -> Result<Self::Tensor>;
+
+    /// Launches kernel `name` with `bufs` in the kernel's buffer order and `params` (which must
+    /// be the kernel's parameter struct), over `grid`.
+    fn launch<P: KernelParams>(
+        dev: &Self::Device,
+        name: &'static str,
+        bufs: &[&Self::Tensor],
+        params: &P,
+        grid: Grid,
+    ) -> Result<()>;
+
+    /// Copies `n` words from `src[src_at..]` to `dst[dst_at..]`.
+    fn copy_words(src: &Self::Tensor, src_at: usize, dst: &Self::Tensor, dst_at: usize, n: usize) -> Result<()>;
+}
+
+/// Attention `(o, lse)` of contiguous `q: [..., Sq, D]`, `k: [..., Sk, D]`, `v: [..., Sk, Dv]`
+/// through the kernels `attention` and `attention_apply` ([`super::NnOps::attention_fwd`]).
+pub fn attention_fwd<B: GpuKernels>(q: T<B>, k: T<B>, v: T<B>, causal: bool, scale: f32) -> Result<(T<B>, T<B>)> {
+    let g = AttnGeom::plain(B::shape(&q), B::shape(&k), B::shape(&v), causal, scale)?;
+    attn_forward::<B>(&g, &q, &k, &v, None)
+}
+
+/// `(dq, dk, dv)` of [`attention_fwd`] for the output gradient `dout`, from the saved `lse`
+/// ([`super::NnOps::attention_bwd`]).
+pub fn attention_bwd<B: GpuKernels>(
+    q: T<B>,
+    k: T<B>,
+    v: T<B>,
+    lse: T<B>,
+    dout: T<B>,
+    causal: bool,
+    scale: f32,
+) -> Result<(T<B>, T<B>, T<B>)> {
+    let g = AttnGeom::plain(B::shape(&q), B::shape(&k), B::shape(&v), causal, scale)?;
+    let dev = B::device(&q);
+    let dq = B::alloc(&dev, g.bh * g.sq * g.d)?;
+    let dk = B::alloc(&dev, g.bh * g.sk * g.d)?;
+    let dv = B::alloc(&dev, g.bh * g.sk * g.dv)?;
+    attn_backward::<B>(&g, &q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
+    let (dk_shape, dv_shape) = g.grad_shapes(B::shape(&k), B::shape(&v));
+    Ok((B::reshape(dq, B::shape(&q))?, B::reshape(dk, &dk_shape)?, B::reshape(dv, &dv_shape)?))
+}
+
+/// Packed self-attention `(o, lse)` of `qkv: [B, S, 3, H, Dh]` with optional dropout
+/// ([`super::NnOps::self_attention_fwd`]).
+pub fn self_attention_fwd<B: GpuKernels>(qkv: T<B>, spec: &AttnSpec) -> Result<(T<B>, T<B>)> {
+    let g = AttnGeom::packed(B::shape(&qkv), spec)?;
+    let mask = packed_mask::<B>(&g, spec, &B::device(&qkv))?;
+    attn_forward::<B>(&g, &qkv, &qkv, &qkv, mask.as_ref())
+}
+
+/// `dqkv` of [`self_attention_fwd`] for the output gradient `dout`, from the saved `lse`
+/// ([`super::NnOps::self_attention_bwd`]).
+pub fn self_attention_bwd<B: GpuKernels>(qkv: T<B>, lse: T<B>, dout: T<B>, spec: &AttnSpec) -> Result<T<B>> {
+    let g = AttnGeom::packed(B::shape(&qkv), spec)?;
+    let dev = B::device(&qkv);
+    let mask = packed_mask::<B>(&g, spec, &dev)?;
+    let dqkv = B::alloc(&dev, shape::numel(B::shape(&qkv)))?;
+    attn_backward::<B>(&g, &qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
+    B::reshape(dqkv, B::shape(&qkv))
+}
+
+/// The dropout mask of a packed attention call (`None` without dropout).
+fn packed_mask<B: GpuKernels>(g: &AttnGeom, spec: &AttnSpec, dev: &B::Device) -> Result<Option<T<B>>> {
+    match &spec.dropout {
+        Some(dr) if dr.p > 0.0 => Ok(Some(attention_dropout_mask::<B>(dr, g.mask_shape(), dev)?)),
+        _ => Ok(None),
+    }
+}
+
+/// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
+fn attn_apply<B: GpuKernels>(
+    g: &AttnGeom,
+    a: &T<B>,
+    a_off: usize,
+    trans: bool,
+    x: (&T<B>, &Layout),
+    out: (&T<B>, &Layout),
+    width: usize,
+) -> Result<()> {
+    let p = g.apply_params(a_off, trans, x.1, out.1, width)?;
+    B::launch(&B::device(a), "attention_apply", &[a, x.0, out.0], &p, Grid::Items(p.total as usize))
+}
+
+/// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
+fn attn_forward<B: GpuKernels>(
+    g: &AttnGeom,
+    q: &T<B>,
+    k: &T<B>,
+    v: &T<B>,
+    mask: Option<&T<B>>,
+) -> Result<(T<B>, T<B>)> {
+    let dev = B::device(q);
+    let rows = g.rows();
+    let (o, lse) = (B::alloc(&dev, rows * g.dv)?, B::alloc(&dev, rows)?);
+    if rows > 0 && g.dv > 0 {
+        let pr = B::alloc(&dev, rows * g.sk)?;
+        let m = mask.unwrap_or(q); // not read without dropout
+        B::launch(&dev, "attention", &[q, k, m, &pr, &lse], &g.params(mask.is_some())?, Grid::Rows(rows))?;
+        attn_apply::<B>(g, &pr, 0, false, (v, &g.v), (&o, &g.o), g.dv)?;
+    }
+    let (o_shape, lse_shape) = g.out_shapes(B::shape(q));
+    Ok((B::reshape(o, &o_shape)?, B::reshape(lse, &lse_shape)?))
+}
+
+/// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one tensor thrice for packed).
+#[allow(clippy::too_many_arguments)]
+fn attn_backward<B: GpuKernels>(
+    g: &AttnGeom,
+    q: &T<B>,
+    k: &T<B>,
+    v: &T<B>,
+    lse: &T<B>,
+    dout: &T<B>,
+    mask: Option<&T<B>>,
+    out: [&T<B>; 3],
+) -> Result<()> {
+    let dev = B::device(q);
+    let rows = g.rows();
+    if rows == 0 || g.sk == 0 {
+        return Ok(());
+    }
+    let n = rows * g.sk;
+    let pd = B::alloc(&dev, 2 * n)?;
+    let m = mask.unwrap_or(q); // not read without dropout
+    let bufs = [q, k, v, dout, lse, m, &pd];
+    B::launch(&dev, "attention_bwd", &bufs, &g.params(mask.is_some())?, Grid::Rows(rows))?;
+    if g.dv > 0 {
+        attn_apply::<B>(g, &pd, 0, true, (dout, &g.o), (out[2], &g.v), g.dv)?;
+    }
+    if g.d > 0 {
+        attn_apply::<B>(g, &pd, n, false, (k, &g.k), (out[0], &g.q), g.d)?;
+        attn_apply::<B>(g, &pd, n, true, (q, &g.q), (out[1], &g.k), g.d)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,10 +1,15 @@
 //! The host side of the colony kernels of the GPU backends: the parameter struct that the
-//! WGSL kernels of `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read, and the
-//! shapes and scratch strides behind it.
-use super::{CellMode, ColonySpec, N_COEFFS};
-use crate::backend::kernel_abi::u32_of;
+//! WGSL kernels of `protocell-wgpu` and the CUDA kernels of `protocell-cuda` read, the shapes
+//! and scratch strides behind it, and the forward and backward host code, generic over the
+//! [`GpuKernels`] a backend provides (each backend's `CellOps` calls [`colony_fwd`] and
+//! [`colony_bwd`]).
+use super::{CellMode, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use crate::backend::kernel_abi::{u32_of, GpuKernels, Grid};
+use crate::backend::{Backend, Reduce};
 use crate::error::{Error, Result};
 use alloc::format;
+
+type T<B> = <B as Backend>::Tensor;
 
 crate::kernel_params! {
     /// `colony_fwd` and `colony_bwd`: `t` tokens of `n` blocks, `steps` inner steps, each
@@ -116,4 +121,76 @@ impl ColonyGeom {
             stride: u32_of(stride, "stride")?,
         })
     }
+
+    /// The packed `[coefficients | stimulus]` buffer the kernels read (`sc`).
+    fn coeffs_and_stim<B: GpuKernels>(&self, coeffs: &T<B>, stim: &T<B>) -> Result<T<B>> {
+        let sc = B::alloc(&B::device(coeffs), N_COEFFS + self.t * self.n)?;
+        B::copy_words(coeffs, 0, &sc, 0, N_COEFFS)?;
+        B::copy_words(stim, 0, &sc, N_COEFFS, self.t * self.n)?;
+        Ok(sc)
+    }
+}
+
+/// The colony forward through the kernel `colony_fwd`, one thread per token
+/// ([`super::CellOps::colony_fwd`]). Buffers: `h0, w0, sc, h, w, alive, work`.
+pub fn colony_fwd<B: GpuKernels>(
+    h0: T<B>,
+    w0: T<B>,
+    stim: T<B>,
+    coeffs: T<B>,
+    spec: &ColonySpec,
+) -> Result<ColonyOut<B>> {
+    let c = ColonyGeom::new(B::shape(&h0), B::shape(&w0), B::shape(&stim), B::shape(&coeffs), spec)?;
+    let dev = B::device(&h0);
+    let (t, n) = (c.t, c.n);
+    let (h, w, alive) = (B::alloc(&dev, t * 4 * n)?, B::alloc(&dev, t * n * n)?, B::alloc(&dev, t * n)?);
+    if t > 0 && n > 0 {
+        let sc = c.coeffs_and_stim::<B>(&coeffs, &stim)?;
+        let stride = c.stride_fwd();
+        let work = B::alloc(&dev, t * stride)?;
+        let bufs = [&h0, &w0, &sc, &h, &w, &alive, &work];
+        B::launch(&dev, "colony_fwd", &bufs, &c.params(stride)?, Grid::Items(t))?;
+    }
+    Ok((B::reshape(h, &[t, n, 4])?, B::reshape(w, &[t, n, n])?, B::reshape(alive, &[t, n])?))
+}
+
+/// The colony backward through the kernel `colony_bwd`, one thread per token recomputing its
+/// trajectory ([`super::CellOps::colony_bwd`]). Buffers: `h0, w0, sc, dh, dw, gout, work`;
+/// the packed output is split into its four gradients and the per-token coefficient
+/// gradients are summed over tokens in order.
+#[allow(clippy::too_many_arguments)]
+pub fn colony_bwd<B: GpuKernels>(
+    h0: T<B>,
+    w0: T<B>,
+    stim: T<B>,
+    coeffs: T<B>,
+    spec: &ColonySpec,
+    dh: T<B>,
+    dw: T<B>,
+) -> Result<ColonyGrads<B>> {
+    let c = ColonyGeom::new(B::shape(&h0), B::shape(&w0), B::shape(&stim), B::shape(&coeffs), spec)?;
+    c.check_grads(B::shape(&dh), B::shape(&dw))?;
+    let dev = B::device(&h0);
+    let (t, n) = (c.t, c.n);
+    if t == 0 || n == 0 {
+        let z = |s: &[usize]| B::full(0.0, s, &dev);
+        return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
+    }
+    let parts = c.grad_parts();
+    let gout = B::alloc(&dev, parts.iter().sum())?;
+    let sc = c.coeffs_and_stim::<B>(&coeffs, &stim)?;
+    let stride = c.stride_bwd();
+    let work = B::alloc(&dev, t * stride)?;
+    let bufs = [&h0, &w0, &sc, &dh, &dw, &gout, &work];
+    B::launch(&dev, "colony_bwd", &bufs, &c.params(stride)?, Grid::Items(t))?;
+    let mut at = 0;
+    let mut part = |len: usize| -> Result<T<B>> {
+        let b = B::alloc(&dev, len)?;
+        B::copy_words(&gout, at, &b, 0, len)?;
+        at += len;
+        Ok(b)
+    };
+    let (gh, gw, gs, gc) = (part(parts[0])?, part(parts[1])?, part(parts[2])?, part(parts[3])?);
+    let gc = B::reshape(B::reduce(Reduce::Sum, B::reshape(gc, &[t, N_COEFFS])?, 0)?, &[N_COEFFS])?;
+    Ok((B::reshape(gh, &[t, n, 4])?, B::reshape(gw, &[t, n, n])?, B::reshape(gs, &[t, n])?, gc))
 }
