@@ -663,8 +663,9 @@ mod tests {
     }
 
     /// Every kernel compiles with NVRTC (needs NVRTC, not a GPU; skipped with a line when
-    /// NVRTC is not installed), so the generated parameter structs' `static_assert`s hold (the
-    /// C size and field offsets are the Rust ones).
+    /// NVRTC is not installed): the generated parameter structs' `static_assert`s hold (the C
+    /// size and field offsets are the Rust ones), and every entry point takes its struct, of
+    /// the Rust size, as its last parameter.
     #[test]
     fn kernels_compile_with_nvrtc() {
         if !nvrtc_present() {
@@ -675,13 +676,44 @@ mod tests {
             let ptx = compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
             let src = ptx.to_src();
             for k in KERNELS {
-                assert!(src.contains(&format!(".entry {}(", k.name)), "{arch}: kernel {} missing from the PTX", k.name);
+                // the last parameter of the entry is the struct, of the Rust size
+                let entry = format!(".entry {}(", k.name);
+                let at = src.find(&entry).unwrap_or_else(|| panic!("{arch}: kernel {} missing from the PTX", k.name));
+                let params = &src[at + entry.len()..];
+                let params = &params[..params.find(')').expect("PTX parameter list")];
+                let last = params.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
+                let want = format!("[{}]", k.params.size);
+                assert!(
+                    last.starts_with(".param .align 4 .b8 ") && last.ends_with(&want),
+                    "{arch}: kernel {} takes `{last}`, not its {} of {} bytes",
+                    k.name,
+                    k.params.name,
+                    k.params.size
+                );
             }
         }
         // the cubins a device of these architectures loads (no PTX JIT by the driver)
         for arch in ["sm_80", "sm_90"] {
             let cubin = compile_cubin(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
             assert_eq!(&cubin[..4], b"\x7fELF", "{arch}: not an ELF cubin");
+        }
+    }
+
+    /// The source declares each parameter struct once, before the kernels, each fits the
+    /// launch's parameter buffer, and the kernels read no positional parameter words.
+    #[test]
+    fn source_declares_every_parameter_struct_once() {
+        let src = source();
+        let prelude = src.find("// Shared by every kernel of the module").expect("prelude");
+        for k in KERNELS {
+            let decl = format!("struct {} {{", k.params.name);
+            assert_eq!(src.matches(&decl).count(), 1, "{decl}");
+            assert!(src.find(&decl).unwrap() < prelude, "{decl} after the prelude");
+            assert!(src.contains(&format!("const {} p)", k.params.name)), "no kernel takes a {}", k.params.name);
+            assert!(k.params.size <= 4 * PARAM_WORDS, "{} does not fit the launch buffer", k.params.name);
+        }
+        for old in ["p.v[", "U(", "F(", " P p", "const P&"] {
+            assert!(!src.contains(old), "positional parameter words ({old}) left in the kernels");
         }
     }
 
