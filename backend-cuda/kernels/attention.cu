@@ -1,27 +1,25 @@
-// Attention in three kernels (as protocell-wgpu's attention*.wgsl). A layout is four words
-// at p[l..l+4]: [base, batch stride, head stride, row stride]; row `row` of head bh = b·H + h
-// starts at base + b·sb + h·sh + row·rs (contiguous [BH, S, D] tensors use H = 1; the packed
-// qkv [B, S, 3, H, Dh] and o [B, S, H, Dh] use their strides).
-__device__ __forceinline__ size_t at(const P& p, unsigned int l, unsigned int heads, unsigned int bh,
+// Attention in three kernels (as protocell-wgpu's attention*.wgsl). A layout (a field of
+// AttnParams or AttnApplyParams) is four words: [base, batch stride, head stride, row stride];
+// row `row` of head bh = b·H + h starts at base + b·sb + h·sh + row·rs (contiguous [BH, S, D]
+// tensors use H = 1; the packed qkv [B, S, 3, H, Dh] and o [B, S, H, Dh] use their strides).
+__device__ __forceinline__ size_t at(const unsigned int* l, unsigned int heads, unsigned int bh,
                                      unsigned int row) {
-    return (size_t)p.v[l] + (size_t)(bh / heads) * p.v[l + 1] + (size_t)(bh % heads) * p.v[l + 2] +
-           (size_t)row * p.v[l + 3];
+    return (size_t)l[0] + (size_t)(bh / heads) * l[1] + (size_t)(bh % heads) * l[2] + (size_t)row * l[3];
 }
 
 // Probabilities and lse, one block per query row r = bh·Sq + i: s_j = scale·q_i·k_j over the
 // visible keys (j ≤ i + Sk − Sq when causal), lse = log Σ e^{s_j}, P[r, j] = e^{s_j − lse}·m_j.
-// p = [rows, Sq, Sk, D, H, causal, bits(scale), has_mask, q layout, k layout]
 extern "C" __global__ void attention(const float* q, const float* k, const float* mask, float* pr, float* lse,
-                                     P p) {
-    unsigned int r = blockIdx.x, sq = U(1), sk = U(2), d = U(3), h = U(4);
+                                     const AttnParams p) {
+    unsigned int r = blockIdx.x, sq = p.sq, sk = p.sk, d = p.d, h = p.heads;
     unsigned int bh = r / sq, i = r % sq;
-    float scale = F(6);
-    unsigned int vis = U(5) == 1 ? i + sk - sq + 1 : sk;
-    const float* qi = q + at(p, 8, h, bh, i);
+    float scale = p.scale;
+    unsigned int vis = p.causal == 1 ? i + sk - sq + 1 : sk;
+    const float* qi = q + at(p.q, h, bh, i);
     float* row = pr + (size_t)r * sk;
     float m = -INFINITY;
     for (unsigned int j = threadIdx.x; j < vis; j += ROW_THREADS) {
-        const float* kj = k + at(p, 12, h, bh, j);
+        const float* kj = k + at(p.k, h, bh, j);
         float s = 0.0f;
         for (unsigned int e = 0; e < d; e++) s += qi[e] * kj[e];
         s *= scale;
@@ -36,7 +34,7 @@ extern "C" __global__ void attention(const float* q, const float* k, const float
         float v = 0.0f;
         if (j < vis) {
             v = expf(row[j] - l);
-            if (U(7) == 1) v *= mask[(size_t)r * sk + j];
+            if (p.has_mask == 1) v *= mask[(size_t)r * sk + j];
         }
         row[j] = v;
     }
@@ -45,22 +43,21 @@ extern "C" __global__ void attention(const float* q, const float* k, const float
 
 // Backward rows, one block per query row: p_j = e^{scale·q_i·k_j − lse}, dp_j = m_j·(do_i·v_j),
 // δ = Σ_j p_j·dp_j, ds_j = scale·p_j·(dp_j − δ). Writes P⊙m to pd[0..n) and dS to pd[n..2n).
-// p = [rows, Sq, Sk, D, H, causal, bits(scale), has_mask, q, k, v, do layouts, Dv]
 extern "C" __global__ void attention_bwd(const float* q, const float* k, const float* v, const float* dout,
-                                         const float* lse, const float* mask, float* pd, P p) {
-    unsigned int r = blockIdx.x, sq = U(1), sk = U(2), d = U(3), h = U(4), dv = U(24);
+                                         const float* lse, const float* mask, float* pd, const AttnParams p) {
+    unsigned int r = blockIdx.x, sq = p.sq, sk = p.sk, d = p.d, h = p.heads, dv = p.dv;
     unsigned int bh = r / sq, i = r % sq;
-    float scale = F(6);
-    bool masked = U(7) == 1;
-    unsigned int vis = U(5) == 1 ? i + sk - sq + 1 : sk;
-    const float* qi = q + at(p, 8, h, bh, i);
-    const float* oi = dout + at(p, 20, h, bh, i);
-    size_t row = (size_t)r * sk, off2 = (size_t)U(0) * sk;
+    float scale = p.scale;
+    bool masked = p.has_mask == 1;
+    unsigned int vis = p.causal == 1 ? i + sk - sq + 1 : sk;
+    const float* qi = q + at(p.q, h, bh, i);
+    const float* oi = dout + at(p.o, h, bh, i);
+    size_t row = (size_t)r * sk, off2 = (size_t)p.rows * sk;
     float l = lse[r];
     float acc = 0.0f;
     for (unsigned int j = threadIdx.x; j < vis; j += ROW_THREADS) {
-        const float* kj = k + at(p, 12, h, bh, j);
-        const float* vj = v + at(p, 16, h, bh, j);
+        const float* kj = k + at(p.k, h, bh, j);
+        const float* vj = v + at(p.v, h, bh, j);
         float s = 0.0f;
         for (unsigned int e = 0; e < d; e++) s += qi[e] * kj[e];
         float pj = expf(s * scale - l);
@@ -85,20 +82,19 @@ extern "C" __global__ void attention_bwd(const float* q, const float* k, const f
 }
 
 // out[bh, r, e] = Σ_c A[bh, r, c]·x[bh, c, e] (trans = 0) or Σ_c A[bh, c, r]·x[bh, c, e]
-// (trans = 1), one thread per output element.
-// p = [total, out rows, width, H, trans, Sq, Sk, A offset, x layout, out layout]
-extern "C" __global__ void attention_apply(const float* a, const float* x, float* out, P p) {
+// (trans = 1), one thread per output element (out in the layout p.dst).
+extern "C" __global__ void attention_apply(const float* a, const float* x, float* out, const AttnApplyParams p) {
     unsigned int g = gid();
-    if (g >= U(0)) return;
-    unsigned int w = U(2), h = U(3), e = g % w, rr = g / w, r = rr % U(1), bh = rr / U(1);
-    unsigned int sq = U(5), sk = U(6);
-    bool trans = U(4) == 1;
+    if (g >= p.total) return;
+    unsigned int w = p.width, h = p.heads, e = g % w, rr = g / w, r = rr % p.rows, bh = rr / p.rows;
+    unsigned int sq = p.sq, sk = p.sk;
+    bool trans = p.trans == 1;
     unsigned int n = trans ? sq : sk;
-    const float* ab = a + U(7) + (size_t)bh * sq * sk;
+    const float* ab = a + p.a_off + (size_t)bh * sq * sk;
     float acc = 0.0f;
     for (unsigned int c = 0; c < n; c++) {
         float av = trans ? ab[(size_t)c * sk + r] : ab[(size_t)r * sk + c];
-        acc += av * x[at(p, 8, h, bh, c) + e];
+        acc += av * x[at(p.x, h, bh, c) + e];
     }
-    out[at(p, 12, h, bh, r) + e] = acc;
+    out[at(p.dst, h, bh, r) + e] = acc;
 }

@@ -2,9 +2,8 @@
 // protocell-wgpu's colony*.wgsl). Each token's trajectory and scratch live in `work` at
 // token·stride:  H (K+1)·4N | W (K+1)·N² | alive (K+1)·N | life N | den N | nb 4N | u 4N |
 // [backward: g_h 4N | g_w N² | gh1 4N | gw_prev N² | gu 4N | gh_prev 4N | gnb 4N | gwhat N].
-// sc = [coefficients (9) | stimulus (T·N)].
-// p = [T, N, K, mode (0 as coded, 1 as described, 2 sound), bits(dt), bits(row ε),
-//      bits(sharpness), pruning, bits(rate), bits(threshold), stride]
+// sc = [coefficients (9) | stimulus (T·N)]. Parameters: ColonyParams (mode 0 as coded, 1 as
+// described, 2 sound).
 struct Colony {
     unsigned int n, steps, mode;
     float dt, eps, sharp;
@@ -22,18 +21,18 @@ struct Colony {
     __device__ float* ak(unsigned int k) const { return alive + (size_t)k * n; }
 };
 
-__device__ Colony colony_at(float* work, const float* sc, unsigned int tok, const P& p) {
+__device__ Colony colony_at(float* work, const float* sc, unsigned int tok, const ColonyParams& p) {
     Colony c;
-    c.n = p.v[1];
-    c.steps = p.v[2];
-    c.mode = p.v[3];
-    c.dt = __uint_as_float(p.v[4]);
-    c.eps = __uint_as_float(p.v[5]);
-    c.sharp = __uint_as_float(p.v[6]);
+    c.n = p.n;
+    c.steps = p.steps;
+    c.mode = p.mode;
+    c.dt = p.dt;
+    c.eps = p.row_eps;
+    c.sharp = p.sharpness;
     unsigned int n = c.n, k1 = c.steps + 1;
     c.c = sc;
     c.s = sc + 9 + (size_t)tok * n;
-    float* t = work + (size_t)tok * p.v[10];
+    float* t = work + (size_t)tok * p.stride;
     c.h = t;
     c.w = c.h + (size_t)k1 * 4 * n;
     c.alive = c.w + (size_t)k1 * n * n;
@@ -105,7 +104,7 @@ __device__ void routing_and_update(const Colony& c, unsigned int k) {
     }
 }
 
-__device__ void colony_forward(const Colony& c, const float* h0, const float* w0, const P& p) {
+__device__ void colony_forward(const Colony& c, const float* h0, const float* w0, const ColonyParams& p) {
     unsigned int n = c.n;
     for (unsigned int x = 0; x < 4 * n; x++) c.h[x] = h0[x];
     for (unsigned int x = 0; x < n * n; x++) c.w[x] = w0[x];
@@ -121,9 +120,9 @@ __device__ void colony_forward(const Colony& c, const float* h0, const float* w0
         float* an = c.ak(k + 1);
         for (unsigned int i = 0; i < n; i++) {
             float a = ap[i];
-            if (p.v[7] == 1 && a > 0.0f) {
-                c.life[i] -= __uint_as_float(p.v[8]) * (1.0f - block_entropy(hn + 4 * i));
-                if (c.life[i] <= __uint_as_float(p.v[9])) a = 0.0f;
+            if (p.pruning == 1 && a > 0.0f) {
+                c.life[i] -= p.rate * (1.0f - block_entropy(hn + 4 * i));
+                if (c.life[i] <= p.threshold) a = 0.0f;
             }
             an[i] = a;
             for (int ch = 0; ch < 4; ch++) hn[4 * i + ch] *= a;
@@ -147,9 +146,9 @@ __device__ void colony_forward(const Colony& c, const float* h0, const float* w0
 
 // Forward: final states [T, N, 4], mucus [T, N, N], alive mask [T, N].
 extern "C" __global__ void colony_fwd(const float* h0, const float* w0, const float* sc, float* h_out,
-                                      float* w_out, float* a_out, float* work, P p) {
+                                      float* w_out, float* a_out, float* work, const ColonyParams p) {
     unsigned int tok = gid();
-    if (tok >= U(0)) return;
+    if (tok >= p.t) return;
     Colony c = colony_at(work, sc, tok, p);
     unsigned int n = c.n, kk = c.steps;
     colony_forward(c, h0 + (size_t)tok * 4 * n, w0 + (size_t)tok * n * n, p);
@@ -161,8 +160,8 @@ extern "C" __global__ void colony_fwd(const float* h0, const float* w0, const fl
 // Backward (vector-Jacobian product), recomputing the trajectory.
 // gout = [dh⁰ (T·4N) | dW⁰ (T·N²) | dstim (T·N) | dcoeffs per token (T·9)].
 extern "C" __global__ void colony_bwd(const float* h0, const float* w0, const float* sc, const float* dh,
-                                      const float* dw, float* gout, float* work, P p) {
-    unsigned int tok = gid(), t_all = U(0);
+                                      const float* dw, float* gout, float* work, const ColonyParams p) {
+    unsigned int tok = gid(), t_all = p.t;
     if (tok >= t_all) return;
     Colony c = colony_at(work, sc, tok, p);
     unsigned int n = c.n, kk = c.steps, mode = c.mode;

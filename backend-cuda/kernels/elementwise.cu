@@ -1,9 +1,9 @@
 // Fill, unary, broadcast binary, strided copy.
 
-// out[i] = value.   p = [n, bits(value)]
-extern "C" __global__ void fill(float* out, P p) {
+// out[i] = value.
+extern "C" __global__ void fill(float* out, const FillParams p) {
     unsigned int i = gid();
-    if (i < U(0)) out[i] = F(1);
+    if (i < p.n) out[i] = p.value;
 }
 
 // erf: odd series on |x| < 1, Abramowitz–Stegun 7.1.26 tail beyond (as the CPU reference).
@@ -68,10 +68,10 @@ __device__ float unary_apply(unsigned int op, float v, float a, float b) {
     }
 }
 
-// y[i] = f(x[i]).   p = [n, op, bits(a), bits(b)] (op codes follow `Unary`, Neg 0 … Clamp 19)
-extern "C" __global__ void unary(const float* x, float* y, P p) {
+// y[i] = f(x[i]) (op codes follow `Unary`, Neg 0 … Clamp 19).
+extern "C" __global__ void unary(const float* x, float* y, const UnaryParams p) {
     unsigned int i = gid();
-    if (i < U(0)) y[i] = unary_apply(U(1), x[i], F(2), F(3));
+    if (i < p.n) y[i] = unary_apply(p.op, x[i], p.a, p.b);
 }
 
 __device__ float binary_apply(unsigned int op, float x, float y) {
@@ -90,32 +90,30 @@ __device__ float binary_apply(unsigned int op, float x, float y) {
     }
 }
 
-// out[i] = op(a[ia], b[ib]) with numpy broadcasting.
-// p = [n, op, rank, shape[rank], astride[rank], bstride[rank]] (broadcast axes stride 0)
-extern "C" __global__ void binary(const float* a, const float* b, float* out, P p) {
+// out[i] = op(a[ia], b[ib]) with numpy broadcasting (broadcast axes stride 0).
+extern "C" __global__ void binary(const float* a, const float* b, float* out, const BinaryParams p) {
     unsigned int i = gid();
-    if (i >= U(0)) return;
-    unsigned int rank = U(2), rem = i, ia = 0, ib = 0;
+    if (i >= p.n) return;
+    unsigned int rank = p.rank, rem = i, ia = 0, ib = 0;
     for (int d = (int)rank - 1; d >= 0; d--) {
-        unsigned int size = U(3 + d), idx = rem % size;
+        unsigned int size = p.shape[d], idx = rem % size;
         rem /= size;
-        ia += idx * U(3 + rank + d);
-        ib += idx * U(3 + 2 * rank + d);
+        ia += idx * p.a_strides[d];
+        ib += idx * p.b_strides[d];
     }
-    out[i] = binary_apply(U(1), a[ia], b[ib]);
+    out[i] = binary_apply(p.op, a[ia], b[ib]);
 }
 
 // dst[dst_base + Σ j_k·dst_stride_k] = src[src_base + Σ j_k·src_stride_k] for every index j.
-// p = [n, rank, src_base, dst_base, shape[rank], src_stride[rank], dst_stride[rank]]
-extern "C" __global__ void copy(const float* src, float* dst, P p) {
+extern "C" __global__ void copy(const float* src, float* dst, const CopyParams p) {
     unsigned int i = gid();
-    if (i >= U(0)) return;
-    unsigned int rank = U(1), rem = i, s = U(2), t = U(3);
+    if (i >= p.n) return;
+    unsigned int rank = p.rank, rem = i, s = p.src_base, t = p.dst_base;
     for (int d = (int)rank - 1; d >= 0; d--) {
-        unsigned int size = U(4 + d), idx = rem % size;
+        unsigned int size = p.shape[d], idx = rem % size;
         rem /= size;
-        s += idx * U(4 + rank + d);
-        t += idx * U(4 + 2 * rank + d);
+        s += idx * p.src_strides[d];
+        t += idx * p.dst_strides[d];
     }
     dst[t] = src[s];
 }

@@ -1,13 +1,13 @@
 // Batched C[b] = op(A[b])·op(B[b]) tiled 16×16 through shared memory: the fallback when
 // cuBLAS is not installed. A is [m, k] ([k, m] when ta), B [k, n] ([n, k] when tb), C [m, n],
 // row-major; a batch stride of 0 shares one matrix. Grid (tiles_n, tiles_m, batch).
-// p = [batch, m, n, k, ta, tb, a_batch_stride, b_batch_stride]
-extern "C" __global__ void matmul(const float* a, const float* b, float* c, P p) {
+// (p.tiles_n and p.tiles_m, 16-wide here, are the grid's x and y; the kernel does not read them.)
+extern "C" __global__ void matmul(const float* a, const float* b, float* c, const MatmulParams p) {
     __shared__ float as[16][17];
     __shared__ float bs[16][17];
-    unsigned int m = U(1), n = U(2), k = U(3);
-    bool ta = U(4) == 1, tb = U(5) == 1;
-    size_t abase = (size_t)blockIdx.z * U(6), bbase = (size_t)blockIdx.z * U(7);
+    unsigned int m = p.m, n = p.n, k = p.k;
+    bool ta = p.ta == 1, tb = p.tb == 1;
+    size_t abase = (size_t)blockIdx.z * p.a_stride, bbase = (size_t)blockIdx.z * p.b_stride;
     unsigned int row = blockIdx.y * 16 + threadIdx.y, col = blockIdx.x * 16 + threadIdx.x;
     float acc = 0.0f;
     for (unsigned int t0 = 0; t0 < k; t0 += 16) {

@@ -1,17 +1,15 @@
 // Shared by every kernel of the module (the .cu files are concatenated after this one and
 // compiled once per device by NVRTC).
 //
-// Every kernel takes its buffers as raw pointers and one `P` by value: up to 64 u32 words of
-// sizes, strides and float constants (floats as bits, read with F(i)), in the same order as
-// the WGSL kernels of protocell-wgpu, which these mirror.
-struct P {
-    unsigned int v[64];
-};
-#define U(i) (p.v[i])
+// Every kernel takes its buffers as raw pointers and then its parameter struct by value
+// (`const FillParams p`, `const ColonyParams p`, ...), read by field name. The structs are
+// defined once in Rust (protocell_core::backend::kernel_abi, protocell_core::cell::kernel);
+// their C declarations, with static_asserts that the sizes and field offsets are the Rust
+// ones, are generated and placed before this file. The WGSL kernels of protocell-wgpu, which
+// these mirror, read the same structs.
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
 #endif
-#define F(i) (__uint_as_float(p.v[i]))
 
 // Global thread index of a 1-D launch.
 __device__ __forceinline__ unsigned int gid() { return blockIdx.x * blockDim.x + threadIdx.x; }

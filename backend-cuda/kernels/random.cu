@@ -1,10 +1,9 @@
 // Random fill mirroring `protocell_core::rng::sample` (Philox-4x32-10): element e of the
 // stream uses Philox block e / K (K = 4 uniform, 8 Bernoulli, 2 normal) of the key.
-// p = [n, dist, bits(a), bits(b), seed_lo, seed_hi, offset_lo, offset_hi]
-// dist 0 uniform [a, b), 1 Bernoulli (a = threshold on 16-bit words), 2 normal (mean a, std b).
-__device__ uint4 philox(unsigned int block_lo, unsigned int block_hi, const P& p) {
-    uint4 c = make_uint4(block_lo, block_hi, U(6), U(7));
-    unsigned int k0 = U(4), k1 = U(5);
+// dist 0 uniform [a, b), 1 Bernoulli (threshold on 16-bit words), 2 normal (mean a, std b).
+__device__ uint4 philox(unsigned int block_lo, unsigned int block_hi, const RandomParams& p) {
+    uint4 c = make_uint4(block_lo, block_hi, p.offset_lo, p.offset_hi);
+    unsigned int k0 = p.seed_lo, k1 = p.seed_hi;
     for (int r = 0; r < 10; r++) {
         if (r > 0) {
             k0 += 0x9E3779B9u;
@@ -21,18 +20,18 @@ __device__ __forceinline__ unsigned int lane4(uint4 w, unsigned int i) {
 }
 __device__ __forceinline__ float unit(unsigned int x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }
 
-extern "C" __global__ void random(float* out, P p) {
+extern "C" __global__ void random(float* out, const RandomParams p) {
     unsigned int e = gid();
-    if (e >= U(0)) return;
-    unsigned int dist = U(1);
-    float a = F(2), b = F(3);
+    if (e >= p.n) return;
+    unsigned int dist = p.dist;
+    float a = p.a, b = p.b;
     if (dist == 0) {
         uint4 w = philox(e / 4, 0, p);
         out[e] = __fadd_rn(a, __fmul_rn(b - a, unit(lane4(w, e % 4))));  // no FMA contraction: as the CPU
     } else if (dist == 1) {
         uint4 w = philox(e / 8, 0, p);
         unsigned int word = (lane4(w, (e % 8) / 2) >> (16 * (e % 2))) & 0xffffu;
-        out[e] = word < U(2) ? 1.0f : 0.0f;
+        out[e] = word < p.threshold ? 1.0f : 0.0f;
     } else {
         uint4 w = philox(e / 2, 0, p);
         unsigned int lane = 2 * (e % 2);

@@ -1,8 +1,8 @@
 // x viewed as [outer, n, inner]; out[o, i] = op over k of x[o, k, i], one block per output.
-// p = [outer·inner, n, inner, op] with op Sum 0, Mean 1, Max 2, Min 3 (n ≥ 1).
-extern "C" __global__ void reduce(const float* x, float* out, P p) {
+// op Sum 0, Mean 1, Max 2, Min 3 (n ≥ 1).
+extern "C" __global__ void reduce(const float* x, float* out, const ReduceParams p) {
     unsigned int j = blockIdx.x;
-    unsigned int n = U(1), inner = U(2), op = U(3);
+    unsigned int n = p.n, inner = p.inner, op = p.op;
     unsigned int base = (j / inner) * n * inner + j % inner;
     float acc = op == 2 ? -INFINITY : (op == 3 ? INFINITY : 0.0f);
     for (unsigned int k = threadIdx.x; k < n; k += ROW_THREADS) {

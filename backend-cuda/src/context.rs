@@ -3,14 +3,20 @@
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
 };
+use protocell_core::backend::kernel_abi::{
+    AdamWParams, AttnApplyParams, AttnParams, BinaryParams, CopyParams, CrossEntropyBwdParams, FillParams, IndexParams,
+    KernelParams, LayerNormParams, MatmulParams, NormBwdParams, ParamLayout, RandomParams, ReduceParams, RowParams,
+    UnaryParams,
+};
 use protocell_core::backend::MemoryStats;
+use protocell_core::cell::kernel::ColonyParams;
 use protocell_core::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The CUDA C source of every kernel, compiled as one module.
-pub const SOURCE: &str = concat!(
+/// The CUDA C files of the kernels, in order (after the generated parameter structs).
+const FILES: &[&str] = &[
     include_str!("../kernels/prelude.cuh"),
     include_str!("../kernels/elementwise.cu"),
     include_str!("../kernels/reduce.cu"),
@@ -20,34 +26,73 @@ pub const SOURCE: &str = concat!(
     include_str!("../kernels/nn.cu"),
     include_str!("../kernels/attention.cu"),
     include_str!("../kernels/colony.cu"),
-);
-
-/// Every kernel entry point of [`SOURCE`].
-pub const KERNELS: &[&str] = &[
-    "fill",
-    "unary",
-    "binary",
-    "copy",
-    "reduce",
-    "gather",
-    "scatter",
-    "random",
-    "matmul",
-    "softmax",
-    "cross_entropy",
-    "cross_entropy_bwd",
-    "adamw",
-    "layer_norm",
-    "layer_norm_bwd",
-    "layer_norm_params",
-    "attention",
-    "attention_bwd",
-    "attention_apply",
-    "colony_fwd",
-    "colony_bwd",
 ];
 
-/// Words of the by-value parameter block `P` of every kernel.
+/// A kernel entry point of [`source`] and the parameter struct it takes by value after its
+/// pointer arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    /// Entry point (`extern "C"`).
+    pub name: &'static str,
+    /// The parameter struct.
+    pub params: &'static ParamLayout,
+}
+
+macro_rules! kernels {
+    ($($name:literal: $params:ty,)*) => {
+        /// Every kernel entry point of [`source`].
+        pub const KERNELS: &[Kernel] = &[$(Kernel { name: $name, params: &<$params as KernelParams>::LAYOUT }),*];
+    };
+}
+
+kernels! {
+    "fill": FillParams,
+    "unary": UnaryParams,
+    "binary": BinaryParams,
+    "copy": CopyParams,
+    "reduce": ReduceParams,
+    "gather": IndexParams,
+    "scatter": IndexParams,
+    "random": RandomParams,
+    "matmul": MatmulParams,
+    "softmax": RowParams,
+    "cross_entropy": RowParams,
+    "cross_entropy_bwd": CrossEntropyBwdParams,
+    "adamw": AdamWParams,
+    "layer_norm": LayerNormParams,
+    "layer_norm_bwd": NormBwdParams,
+    "layer_norm_params": NormBwdParams,
+    "attention": AttnParams,
+    "attention_bwd": AttnParams,
+    "attention_apply": AttnApplyParams,
+    "colony_fwd": ColonyParams,
+    "colony_bwd": ColonyParams,
+}
+
+/// The CUDA C source of every kernel, compiled as one module: the C declarations of the
+/// parameter structs of [`KERNELS`] (generated from their Rust definitions, each with
+/// `static_assert`s of its size and field offsets), then the kernel files.
+pub fn source() -> &'static str {
+    static SOURCE: OnceLock<String> = OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let mut s = String::from("// Kernel parameter structs, generated from their Rust definitions.\n");
+        let mut seen = Vec::new();
+        for k in KERNELS {
+            if !seen.contains(&k.params.name) {
+                seen.push(k.params.name);
+                s.push_str(&k.params.cuda());
+            }
+        }
+        s.push('\n');
+        for f in FILES {
+            s.push_str(f);
+        }
+        s
+    })
+}
+
+/// Words of the buffer a launch passes the parameter struct in (the driver reads the size the
+/// kernel declares from it): at least the largest struct's.
 pub const PARAM_WORDS: usize = 64;
 
 fn unavailable(why: impl std::fmt::Display) -> Error {
@@ -135,7 +180,7 @@ pub fn driver_present() -> Result<usize> {
     }
 }
 
-/// Compiles [`SOURCE`] to PTX with NVRTC for `arch` (e.g. `compute_90`; `None`: NVRTC's
+/// Compiles [`source`] to PTX with NVRTC for `arch` (e.g. `compute_90`; `None`: NVRTC's
 /// default). Needs NVRTC, not a GPU.
 pub fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
     if !nvrtc_present() {
@@ -148,10 +193,10 @@ pub fn compile(arch: Option<&str>) -> Result<cudarc::nvrtc::Ptx> {
         options.push(format!("--gpu-architecture={a}"));
     }
     let opts = cudarc::nvrtc::CompileOptions { options, ..Default::default() };
-    cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| Error::Backend(format!("NVRTC: {e}")))
+    cudarc::nvrtc::compile_ptx_with_opts(source(), opts).map_err(|e| Error::Backend(format!("NVRTC: {e}")))
 }
 
-/// Compiles [`SOURCE`] with NVRTC to a cubin for the real architecture `arch` (e.g. `sm_90`).
+/// Compiles [`source`] with NVRTC to a cubin for the real architecture `arch` (e.g. `sm_90`).
 /// Needs NVRTC, not a GPU.
 pub fn compile_cubin(arch: &str) -> Result<Vec<u8>> {
     use cudarc::nvrtc::{result, sys};
@@ -159,7 +204,7 @@ pub fn compile_cubin(arch: &str) -> Result<Vec<u8>> {
         return Err(unavailable("NVRTC (libnvrtc.so.13) was not found"));
     }
     let nv = |what: &str, e: cudarc::nvrtc::result::NvrtcError| Error::Backend(format!("NVRTC {what}: {e:?}"));
-    let src = std::ffi::CString::new(SOURCE).map_err(|_| Error::Backend("kernel source has a NUL byte".into()))?;
+    let src = std::ffi::CString::new(source()).map_err(|_| Error::Backend("kernel source has a NUL byte".into()))?;
     let prog = result::create_program(&src, None).map_err(|e| nv("create", e))?;
     let opts = vec!["--std=c++17".to_string(), format!("--gpu-architecture={arch}")];
     // SAFETY: `prog` is a live program of this source; it is destroyed on every path below.
@@ -244,7 +289,7 @@ pub struct Context {
     pub(crate) ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
     _module: Arc<CudaModule>,
-    funcs: HashMap<&'static str, CudaFunction>,
+    funcs: HashMap<&'static str, (CudaFunction, &'static ParamLayout)>,
     pub(crate) blas: Option<Mutex<cudarc::cublas::CudaBlas>>,
     pool: Mutex<HashMap<usize, Vec<CudaSlice<u8>>>>,
     live_buffers: AtomicUsize,
@@ -290,8 +335,9 @@ impl Context {
             driver_err(&format!("loading the kernels (driver {}, NVRTC {})", driver_version(), nvrtc_version()), e)
         })?;
         let mut funcs = HashMap::new();
-        for &k in KERNELS {
-            funcs.insert(k, module.load_function(k).map_err(|e| driver_err(&format!("kernel {k}"), e))?);
+        for k in KERNELS {
+            let f = module.load_function(k.name).map_err(|e| driver_err(&format!("kernel {}", k.name), e))?;
+            funcs.insert(k.name, (f, k.params));
         }
         // SAFETY: only tries to dlopen the library by name.
         // (a cuBLAS that fails to start leaves the tiled kernel in charge, as a missing one does)
@@ -426,35 +472,48 @@ impl Context {
         self.stream.synchronize().map_err(|e| driver_err("synchronize", e))
     }
 
-    /// Launches kernel `name` with pointer arguments `ptrs` and parameter words `p`.
-    pub(crate) fn launch(
+    /// Launches kernel `name` with pointer arguments `ptrs` and then `params` (which must be the
+    /// kernel's parameter struct) by value.
+    pub(crate) fn launch<P: KernelParams>(
         &self,
         name: &'static str,
         ptrs: &[u64],
-        p: &[u32],
+        params: &P,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
     ) -> Result<()> {
+        let (f, layout) = self.funcs.get(name).ok_or_else(|| Error::Backend(format!("no kernel {name}")))?;
+        if layout.name != P::LAYOUT.name {
+            return Err(Error::Backend(format!("kernel {name} takes {}, was given {}", layout.name, P::LAYOUT.name)));
+        }
         if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
             return Ok(());
-        }
-        if p.len() > PARAM_WORDS {
-            return Err(Error::Backend(format!("kernel {name}: {} parameter words, at most {PARAM_WORDS}", p.len())));
         }
         if grid.1 > 65535 || grid.2 > 65535 {
             return Err(Error::Backend(format!("kernel {name}: grid {grid:?} exceeds 65535 in y or z")));
         }
-        let mut params = [0u32; PARAM_WORDS];
-        params[..p.len()].copy_from_slice(p);
-        let f = self.funcs.get(name).ok_or_else(|| Error::Backend(format!("no kernel {name}")))?;
+        // the struct's words at the start of a fixed buffer: the driver copies the parameter
+        // size the kernel declares, sizeof(struct) (the Rust size, checked by NVRTC)
+        let mut words = [0u32; PARAM_WORDS];
+        let mut n = 0;
+        params.each_word(&mut |w| {
+            if let Some(slot) = words.get_mut(n) {
+                *slot = w;
+            }
+            n += 1;
+        });
+        if n > PARAM_WORDS {
+            return Err(Error::Backend(format!("kernel {name}: {n} parameter words, at most {PARAM_WORDS}")));
+        }
         let mut b = self.stream.launch_builder(f);
         for ptr in ptrs {
             b.arg(ptr);
         }
-        b.arg(&params);
+        b.arg(&words);
         let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 };
-        // SAFETY: the argument list matches the kernel's signature (pointers, then `P`), and the
-        // callers size every buffer for the indices the kernel computes from `p`.
+        // SAFETY: the argument list matches the kernel's signature (pointers, then its parameter
+        // struct, no larger than `words`), and the callers size every buffer for the indices the
+        // kernel computes from the parameters.
         unsafe { b.launch(cfg) }.map_err(|e| driver_err(&format!("kernel {name}"), e))?;
         Ok(())
     }

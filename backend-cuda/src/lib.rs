@@ -10,20 +10,26 @@
 //! backward, AdamW, attention (plain and packed, causal, dropout) forward/backward and the
 //! colony update forward/backward; they mirror protocell-wgpu's WGSL kernels.
 //!
+//! Each kernel takes its launch parameters by value as one struct after its pointers
+//! (`const ColonyParams p`), defined once in Rust in `protocell-core` (`backend::kernel_abi`,
+//! `cell::kernel`); [`source`] starts with the structs' C declarations, generated from those
+//! definitions with `static_assert`s of their sizes and field offsets ([`KERNELS`] lists every
+//! entry point and its struct). The host code of the attention and colony kernels is core's
+//! too, through [`GpuKernels`].
+//!
 //! No CUDA on the machine (no driver library, no device, no NVRTC) is an `Err` starting with
 //! "CUDA unavailable", never a panic: the libraries are probed before any driver call.
 //! NVRTC and cuBLAS are found through the loader's path or in `PROTOCELL_CUDA_LIB_DIR`,
 //! `$CUDA_PATH/lib64`, `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`.
 use protocell_core::backend::kernel_abi::{
-    binary_code, broadcast_strides, check_ids, scatter_csr, u32_of, unary_code, AttnGeom, Layout,
+    self, broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, BinaryParams, CopyParams,
+    CrossEntropyBwdParams, FillParams, GpuKernels, Grid, IndexParams, KernelParams, LayerNormParams, MatmulParams,
+    NormBwdParams, RandomParams, ReduceParams, RowParams, UnaryParams,
 };
-use protocell_core::backend::{
-    attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
-};
-use protocell_core::cell::kernel::ColonyGeom;
-use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use protocell_core::backend::{AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::cell::{kernel as colony, CellOps, ColonyGrads, ColonyOut, ColonySpec};
 use protocell_core::error::{Error, Result};
-use protocell_core::rng::{bernoulli_threshold, RngKey};
+use protocell_core::rng::RngKey;
 use protocell_core::shape;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,7 +37,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod context;
 
 use context::PoolBuf;
-pub use context::{compile, compile_cubin, driver_present, nvrtc_present, Context, KERNELS, SOURCE};
+pub use context::{
+    compile, compile_cubin, driver_present, nvrtc_present, source, Context, Kernel, KERNELS, PARAM_WORDS,
+};
 
 /// Threads per block of the elementwise kernels.
 const BLOCK: u32 = 256;
@@ -91,11 +99,11 @@ impl CudaDevice {
         CudaTensor { buf, shape, dev: self.clone() }
     }
     /// An elementwise launch over `n` threads.
-    fn launch_n(&self, name: &'static str, ptrs: &[u64], p: &[u32], n: usize) -> Result<()> {
+    fn launch_n<P: KernelParams>(&self, name: &'static str, ptrs: &[u64], p: &P, n: usize) -> Result<()> {
         self.ctx.launch(name, ptrs, p, (blocks(n)?, 1, 1), (BLOCK, 1, 1))
     }
     /// A row launch: one block of [`ROW`] threads per row.
-    fn launch_rows(&self, name: &'static str, ptrs: &[u64], p: &[u32], rows: usize) -> Result<()> {
+    fn launch_rows<P: KernelParams>(&self, name: &'static str, ptrs: &[u64], p: &P, rows: usize) -> Result<()> {
         self.ctx.launch(name, ptrs, p, (u32_of(rows, "rows")?, 1, 1), (ROW, 1, 1))
     }
 
@@ -105,11 +113,7 @@ impl CudaDevice {
         if n == 0 {
             return Ok(());
         }
-        let mut p =
-            vec![u32_of(n, "elements")?, shape.len() as u32, u32_of(src.base, "offset")?, u32_of(dst.base, "offset")?];
-        for v in shape.iter().chain(src.strides).chain(dst.strides) {
-            p.push(u32_of(*v, "stride")?);
-        }
+        let p = CopyParams::new(shape, src.base, src.strides, dst.base, dst.strides)?;
         self.launch_n("copy", &[src.ptr, dst.ptr], &p, n)
     }
 }
@@ -192,28 +196,13 @@ impl Backend for Cuda {
     fn full(value: f32, shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
         let n = shape::checked_numel(shape)?;
         let out = dev.alloc(n)?;
-        dev.launch_n("fill", &[out.ptr()], &[u32_of(n, "elements")?, value.to_bits()], n)?;
+        dev.launch_n("fill", &[out.ptr()], &FillParams { n: u32_of(n, "elements")?, value }, n)?;
         Ok(dev.tensor(out, shape.to_vec()))
     }
     fn random(dist: Dist, key: RngKey, shape: &[usize], dev: &CudaDevice) -> Result<CudaTensor> {
         let n = shape::checked_numel(shape)?;
-        let (code, a, b) = match dist {
-            Dist::Uniform { lo, hi } => (0u32, lo.to_bits(), hi.to_bits()),
-            Dist::Bernoulli { p } => (1, bernoulli_threshold(p), 0),
-            Dist::Normal { mean, std } => (2, mean.to_bits(), std.to_bits()),
-        };
         let out = dev.alloc(n)?;
-        let p = [
-            u32_of(n, "elements")?,
-            code,
-            a,
-            b,
-            key.seed as u32,
-            (key.seed >> 32) as u32,
-            key.offset as u32,
-            (key.offset >> 32) as u32,
-        ];
-        dev.launch_n("random", &[out.ptr()], &p, n)?;
+        dev.launch_n("random", &[out.ptr()], &RandomParams::new(dist, key, n)?, n)?;
         Ok(dev.tensor(out, shape.to_vec()))
     }
     fn to_f32(t: CudaTensor) -> Result<Vec<f32>> {
@@ -292,23 +281,14 @@ impl Backend for Cuda {
 
     fn unary(op: Unary, x: CudaTensor) -> Result<CudaTensor> {
         let n = shape::numel(&x.shape);
-        let (code, a, b) = unary_code(op);
         let out = x.dev.alloc(n)?;
-        x.dev.launch_n("unary", &[x.ptr(), out.ptr()], &[u32_of(n, "elements")?, code, a.to_bits(), b.to_bits()], n)?;
+        x.dev.launch_n("unary", &[x.ptr(), out.ptr()], &UnaryParams::new(op, n)?, n)?;
         Ok(x.dev.tensor(out, x.shape))
     }
     fn binary(op: Binary, a: CudaTensor, b: CudaTensor) -> Result<CudaTensor> {
         let out_shape = shape::broadcast_shapes("binary", &a.shape, &b.shape)?;
         let n = shape::numel(&out_shape);
-        let mut p = vec![u32_of(n, "elements")?, binary_code(op), out_shape.len() as u32];
-        for v in out_shape
-            .iter()
-            .copied()
-            .chain(broadcast_strides(&a.shape, &out_shape))
-            .chain(broadcast_strides(&b.shape, &out_shape))
-        {
-            p.push(u32_of(v, "stride")?);
-        }
+        let p = BinaryParams::new(op, &out_shape, &a.shape, &b.shape)?;
         let out = a.dev.alloc(n)?;
         a.dev.launch_n("binary", &[a.ptr(), b.ptr(), out.ptr()], &p, n)?;
         Ok(a.dev.tensor(out, out_shape))
@@ -328,15 +308,9 @@ impl Backend for Cuda {
             };
             return Self::full(v, &out_shape, &x.dev);
         }
-        let code = match op {
-            Reduce::Sum => 0,
-            Reduce::Mean => 1,
-            Reduce::Max => 2,
-            Reduce::Min => 3,
-        };
         let m = outer * inner;
         let out = x.dev.alloc(m)?;
-        let p = [u32_of(m, "elements")?, u32_of(n, "axis")?, u32_of(inner.max(1), "inner")?, code];
+        let p = ReduceParams::new(op, outer, n, inner)?;
         x.dev.launch_rows("reduce", &[x.ptr(), out.ptr()], &p, m)?;
         Ok(x.dev.tensor(out, out_shape))
     }
@@ -362,17 +336,19 @@ impl Backend for Cuda {
         if let Some(blas) = &ctx.blas {
             gemm(ctx, blas, &a, &b, &out, Gemm { batch, m, n, k, ta, tb, a_stride, b_stride })?;
         } else {
-            let p = [
-                u32_of(batch, "batch")?,
-                u32_of(m, "m")?,
-                u32_of(n, "n")?,
-                u32_of(k, "k")?,
-                ta as u32,
-                tb as u32,
-                u32_of(a_stride, "stride")?,
-                u32_of(b_stride, "stride")?,
-            ];
-            let grid = (u32_of(n.div_ceil(16), "tiles")?, u32_of(m.div_ceil(16), "tiles")?, u32_of(batch, "batch")?);
+            let p = MatmulParams {
+                batch: u32_of(batch, "batch")?,
+                m: u32_of(m, "m")?,
+                n: u32_of(n, "n")?,
+                k: u32_of(k, "k")?,
+                ta: ta as u32,
+                tb: tb as u32,
+                a_stride: u32_of(a_stride, "stride")?,
+                b_stride: u32_of(b_stride, "stride")?,
+                tiles_n: u32_of(n.div_ceil(16), "tiles")?,
+                tiles_m: u32_of(m.div_ceil(16), "tiles")?,
+            };
+            let grid = (p.tiles_n, p.tiles_m, p.batch);
             ctx.launch("matmul", &[a.ptr(), b.ptr(), out.ptr()], &p, grid, (16, 16, 1))?;
         }
         Ok(a.dev.tensor(out, out_shape))
@@ -382,7 +358,7 @@ impl Backend for Cuda {
         check_ids("gather_rows", &ids.host, rows)?;
         let n = ids.host.len() * d;
         let out = table.dev.alloc(n)?;
-        let p = [u32_of(n, "elements")?, u32_of(d.max(1), "width")?];
+        let p = IndexParams { n: u32_of(n, "elements")?, width: u32_of(d.max(1), "width")? };
         table.dev.launch_n("gather", &[table.ptr(), ids.buf.ptr(), out.ptr()], &p, n)?;
         let mut shape = ids.shape.clone();
         shape.push(d);
@@ -394,7 +370,8 @@ impl Backend for Cuda {
         let out = x.dev.alloc(n)?;
         if n > 0 {
             let rows = n / d;
-            x.dev.launch_rows("softmax", &[x.ptr(), out.ptr()], &[u32_of(rows, "rows")?, u32_of(d, "width")?], rows)?;
+            let p = RowParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")? };
+            x.dev.launch_rows("softmax", &[x.ptr(), out.ptr()], &p, rows)?;
         }
         Ok(x.dev.tensor(out, x.shape))
     }
@@ -407,7 +384,7 @@ impl Backend for Cuda {
         let out = dev.alloc(n)?;
         let sb = dev.ctx.upload(&starts)?;
         let ob = dev.ctx.upload(&order)?;
-        let p = [u32_of(n, "elements")?, u32_of(d.max(1), "width")?];
+        let p = IndexParams { n: u32_of(n, "elements")?, width: u32_of(d.max(1), "width")? };
         dev.launch_n("scatter", &[src.ptr(), sb.ptr(), ob.ptr(), out.ptr()], &p, n)?;
         Ok(dev.tensor(out, vec![rows, d]))
     }
@@ -488,7 +465,7 @@ fn norm_fwd(
     let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
     let rms = beta.is_none();
     let beta_ptr = beta.as_ref().map_or(gamma.ptr(), |b| b.ptr()); // not read for RMSNorm
-    let p = [u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits(), rms as u32];
+    let p = LayerNormParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")?, eps, rms: rms as u32 };
     dev.launch_rows("layer_norm", &[x.ptr(), gamma.ptr(), beta_ptr, y.ptr(), mean.ptr(), rstd.ptr()], &p, rows)?;
     let mut stat_shape = x.shape.clone();
     *stat_shape.last_mut().expect("rank >= 1") = 1;
@@ -508,7 +485,7 @@ fn norm_bwd(
     let rows = n.checked_div(d).unwrap_or(0);
     let dev = &x.dev;
     let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
-    let p = [u32_of(rows, "rows")?, u32_of(d, "width")?, mean.is_none() as u32];
+    let p = NormBwdParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")?, rms: mean.is_none() as u32 };
     let mean_ptr = mean.as_ref().map_or(rstd.ptr(), |m| m.ptr()); // not read for RMSNorm
     dev.launch_rows("layer_norm_bwd", &[x.ptr(), gamma.ptr(), mean_ptr, rstd.ptr(), dy.ptr(), dx.ptr()], &p, rows)?;
     dev.launch_n("layer_norm_params", &[x.ptr(), mean_ptr, rstd.ptr(), dy.ptr(), dgamma.ptr(), dbeta.ptr()], &p, d)?;
@@ -554,8 +531,7 @@ impl NnOps<Cuda> for Cuda {
         causal: bool,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        attn_forward(&g, &q, &k, &v, None)
+        kernel_abi::attention_fwd::<Cuda>(q, k, v, causal, scale)
     }
     fn attention_bwd(
         q: CudaTensor,
@@ -567,18 +543,10 @@ impl NnOps<Cuda> for Cuda {
         causal: bool,
         scale: f32,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        let dev = &q.dev;
-        let (dq, dk, dv) =
-            (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
-        attn_backward(&g, &q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
-        let (dk_shape, dv_shape) = g.grad_shapes(&k.shape, &v.shape);
-        Ok((dev.tensor(dq, q.shape.clone()), dev.tensor(dk, dk_shape), dev.tensor(dv, dv_shape)))
+        kernel_abi::attention_bwd::<Cuda>(q, k, v, lse, dout, causal, scale)
     }
     fn self_attention_fwd(qkv: CudaTensor, spec: &AttnSpec) -> Result<(CudaTensor, CudaTensor)> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        attn_forward(&g, &qkv, &qkv, &qkv, mask.as_ref())
+        kernel_abi::self_attention_fwd::<Cuda>(qkv, spec)
     }
     fn self_attention_bwd(
         qkv: CudaTensor,
@@ -587,18 +555,14 @@ impl NnOps<Cuda> for Cuda {
         dout: CudaTensor,
         spec: &AttnSpec,
     ) -> Result<CudaTensor> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
-        attn_backward(&g, &qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
-        Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
+        kernel_abi::self_attention_bwd::<Cuda>(qkv, lse, dout, spec)
     }
     fn cross_entropy_fwd(logits: CudaTensor, targets: CudaIds) -> Result<(CudaTensor, CudaTensor)> {
         let (n, v) = (logits.shape[0], logits.shape[1]);
         check_ids("cross_entropy", &targets.host, v)?;
         let dev = &logits.dev;
         let (lse, nll) = (dev.alloc(n)?, dev.alloc(n)?);
-        let p = [u32_of(n, "rows")?, u32_of(v, "classes")?];
+        let p = RowParams { rows: u32_of(n, "rows")?, width: u32_of(v, "classes")? };
         dev.launch_rows("cross_entropy", &[logits.ptr(), targets.buf.ptr(), lse.ptr(), nll.ptr()], &p, n)?;
         let loss = Self::reduce(Reduce::Mean, dev.tensor(nll, vec![n]), 0)?;
         Ok((Self::reshape(loss, &[])?, dev.tensor(lse, vec![n, 1])))
@@ -614,7 +578,11 @@ impl NnOps<Cuda> for Cuda {
         let dev = &logits.dev;
         let total = n * v;
         let out = dev.alloc(total)?;
-        let p = [u32_of(total, "elements")?, u32_of(v.max(1), "classes")?, (1.0 / n.max(1) as f32).to_bits()];
+        let p = CrossEntropyBwdParams {
+            n: u32_of(total, "elements")?,
+            classes: u32_of(v.max(1), "classes")?,
+            inv_rows: 1.0 / n.max(1) as f32,
+        };
         let ptrs = [logits.ptr(), targets.buf.ptr(), lse.ptr(), dloss.ptr(), out.ptr()];
         dev.launch_n("cross_entropy_bwd", &ptrs, &p, total)?;
         Ok(dev.tensor(out, vec![n, v]))
@@ -629,101 +597,15 @@ impl NnOps<Cuda> for Cuda {
         let n = shape::numel(&w.shape);
         let dev = &w.dev;
         let (wo, mo, vo) = (dev.alloc(n)?, dev.alloc(n)?, dev.alloc(n)?);
-        let p = [
-            u32_of(n, "elements")?,
-            h.beta1.to_bits(),
-            h.beta2.to_bits(),
-            h.eps.to_bits(),
-            h.decay.to_bits(),
-            h.step_size.to_bits(),
-            h.inv_sqrt_bc2.to_bits(),
-            h.grad_scale.to_bits(),
-        ];
+        let p = AdamWParams::new(h, n)?;
         dev.launch_n("adamw", &[w.ptr(), g.ptr(), m.ptr(), v.ptr(), wo.ptr(), mo.ptr(), vo.ptr()], &p, n)?;
         let s = w.shape.clone();
         Ok((dev.tensor(wo, s.clone()), dev.tensor(mo, s.clone()), dev.tensor(vo, s)))
     }
 }
 
-/// The dropout mask of a packed attention call (`None` without dropout).
-fn packed_mask(g: &AttnGeom, spec: &AttnSpec, dev: &CudaDevice) -> Result<Option<CudaTensor>> {
-    match &spec.dropout {
-        Some(dr) if dr.p > 0.0 => Ok(Some(attention_dropout_mask::<Cuda>(dr, g.mask_shape(), dev)?)),
-        _ => Ok(None),
-    }
-}
-
-/// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
-#[allow(clippy::too_many_arguments)]
-fn attn_apply(
-    g: &AttnGeom,
-    dev: &CudaDevice,
-    a: u64,
-    a_off: usize,
-    trans: bool,
-    x: (u64, &Layout),
-    out: (u64, &Layout),
-    width: usize,
-) -> Result<()> {
-    let (p, total) = g.apply_params(a_off, trans, x.1, out.1, width)?;
-    dev.launch_n("attention_apply", &[a, x.0, out.0], &p, total)
-}
-
-/// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
-fn attn_forward(
-    g: &AttnGeom,
-    q: &CudaTensor,
-    k: &CudaTensor,
-    v: &CudaTensor,
-    mask: Option<&CudaTensor>,
-) -> Result<(CudaTensor, CudaTensor)> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    let (o, lse) = (dev.alloc(rows * g.dv)?, dev.alloc(rows)?);
-    if rows > 0 && g.dv > 0 {
-        let pr = dev.alloc(rows * g.sk)?;
-        let p = g.params(mask.is_some())?;
-        let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
-        dev.launch_rows("attention", &[q.ptr(), k.ptr(), m, pr.ptr(), lse.ptr()], &p, rows)?;
-        attn_apply(g, dev, pr.ptr(), 0, false, (v.ptr(), &g.v), (o.ptr(), &g.o), g.dv)?;
-    }
-    let (o_shape, lse_shape) = g.out_shapes(&q.shape);
-    Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
-}
-
-/// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one buffer thrice for packed).
-#[allow(clippy::too_many_arguments)]
-fn attn_backward(
-    g: &AttnGeom,
-    q: &CudaTensor,
-    k: &CudaTensor,
-    v: &CudaTensor,
-    lse: &CudaTensor,
-    dout: &CudaTensor,
-    mask: Option<&CudaTensor>,
-    out: [&PoolBuf; 3],
-) -> Result<()> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    if rows == 0 || g.sk == 0 {
-        return Ok(());
-    }
-    let n = rows * g.sk;
-    let pd = dev.alloc(2 * n)?;
-    let p = g.params(mask.is_some())?;
-    let m = mask.map_or(q.ptr(), |m| m.ptr()); // not read without dropout
-    dev.launch_rows("attention_bwd", &[q.ptr(), k.ptr(), v.ptr(), dout.ptr(), lse.ptr(), m, pd.ptr()], &p, rows)?;
-    if g.dv > 0 {
-        attn_apply(g, dev, pd.ptr(), 0, true, (dout.ptr(), &g.o), (out[2].ptr(), &g.v), g.dv)?;
-    }
-    if g.d > 0 {
-        attn_apply(g, dev, pd.ptr(), n, false, (k.ptr(), &g.k), (out[0].ptr(), &g.q), g.d)?;
-        attn_apply(g, dev, pd.ptr(), n, true, (q.ptr(), &g.q), (out[1].ptr(), &g.k), g.d)?;
-    }
-    Ok(())
-}
-
-/// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward.
+/// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward; the
+/// host side is `protocell_core::cell::kernel`'s.
 impl CellOps<Cuda> for Cuda {
     fn colony_fwd(
         h0: CudaTensor,
@@ -732,18 +614,7 @@ impl CellOps<Cuda> for Cuda {
         coeffs: CudaTensor,
         spec: &ColonySpec,
     ) -> Result<ColonyOut<Cuda>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
-        if t > 0 && n > 0 {
-            let sc = colony_sc(&coeffs, &stim, &c)?;
-            let stride = c.stride_fwd();
-            let work = dev.alloc(t * stride)?;
-            let ptrs = [h0.ptr(), w0.ptr(), sc.ptr(), h.ptr(), w.ptr(), alive.ptr(), work.ptr()];
-            dev.launch_n("colony_fwd", &ptrs, &c.params(stride)?, t)?;
-        }
-        Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
+        colony::colony_fwd::<Cuda>(h0, w0, stim, coeffs, spec)
     }
     fn colony_bwd(
         h0: CudaTensor,
@@ -754,43 +625,31 @@ impl CellOps<Cuda> for Cuda {
         dh: CudaTensor,
         dw: CudaTensor,
     ) -> Result<ColonyGrads<Cuda>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        c.check_grads(&dh.shape, &dw.shape)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        if t == 0 || n == 0 {
-            let z = |s: &[usize]| Self::full(0.0, s, dev);
-            return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
-        }
-        let parts = c.grad_parts();
-        let gout = dev.alloc(parts.iter().sum())?;
-        let sc = colony_sc(&coeffs, &stim, &c)?;
-        let stride = c.stride_bwd();
-        let work = dev.alloc(t * stride)?;
-        let ptrs = [h0.ptr(), w0.ptr(), sc.ptr(), dh.ptr(), dw.ptr(), gout.ptr(), work.ptr()];
-        dev.launch_n("colony_bwd", &ptrs, &c.params(stride)?, t)?;
-        let mut at = 0;
-        let mut split = Vec::with_capacity(4);
-        for &len in &parts {
-            let b = dev.alloc(len)?;
-            dev.ctx.copy_words(&gout, at, &b, 0, len)?;
-            split.push(b);
-            at += len;
-        }
-        let [gh, gw, gs, gc]: [Arc<PoolBuf>; 4] =
-            split.try_into().map_err(|_| Error::Backend("colony split".into()))?;
-        let gc = Self::reshape(Self::reduce(Reduce::Sum, dev.tensor(gc, vec![t, N_COEFFS]), 0)?, &[N_COEFFS])?;
-        Ok((dev.tensor(gh, vec![t, n, 4]), dev.tensor(gw, vec![t, n, n]), dev.tensor(gs, vec![t, n]), gc))
+        colony::colony_bwd::<Cuda>(h0, w0, stim, coeffs, spec, dh, dw)
     }
 }
 
-/// The packed `[coefficients | stimulus]` buffer the colony kernels read (`sc`).
-fn colony_sc(coeffs: &CudaTensor, stim: &CudaTensor, g: &ColonyGeom) -> Result<Arc<PoolBuf>> {
-    let dev = &coeffs.dev;
-    let sc = dev.alloc(N_COEFFS + g.t * g.n)?;
-    dev.ctx.copy_words(&coeffs.buf, 0, &sc, 0, N_COEFFS)?;
-    dev.ctx.copy_words(&stim.buf, 0, &sc, N_COEFFS, g.t * g.n)?;
-    Ok(sc)
+/// What the shared host code of the fused kernels (attention, colony) launches through.
+impl GpuKernels for Cuda {
+    fn alloc(dev: &CudaDevice, n: usize) -> Result<CudaTensor> {
+        Ok(dev.tensor(dev.alloc(n)?, vec![n]))
+    }
+    fn launch<P: KernelParams>(
+        dev: &CudaDevice,
+        name: &'static str,
+        bufs: &[&CudaTensor],
+        params: &P,
+        grid: Grid,
+    ) -> Result<()> {
+        let ptrs: Vec<u64> = bufs.iter().map(|t| t.ptr()).collect();
+        match grid {
+            Grid::Items(n) => dev.launch_n(name, &ptrs, params, n),
+            Grid::Rows(n) => dev.launch_rows(name, &ptrs, params, n),
+        }
+    }
+    fn copy_words(src: &CudaTensor, src_at: usize, dst: &CudaTensor, dst_at: usize, n: usize) -> Result<()> {
+        src.dev.ctx.copy_words(&src.buf, src_at, &dst.buf, dst_at, n)
+    }
 }
 
 #[cfg(test)]
@@ -804,7 +663,9 @@ mod tests {
     }
 
     /// Every kernel compiles with NVRTC (needs NVRTC, not a GPU; skipped with a line when
-    /// NVRTC is not installed).
+    /// NVRTC is not installed): the generated parameter structs' `static_assert`s hold (the C
+    /// size and field offsets are the Rust ones), and every entry point takes its struct, of
+    /// the Rust size, as its last parameter.
     #[test]
     fn kernels_compile_with_nvrtc() {
         if !nvrtc_present() {
@@ -815,13 +676,44 @@ mod tests {
             let ptx = compile(Some(arch)).unwrap_or_else(|e| panic!("{arch}: {e}"));
             let src = ptx.to_src();
             for k in KERNELS {
-                assert!(src.contains(&format!(".entry {k}(")), "{arch}: kernel {k} missing from the PTX");
+                // the last parameter of the entry is the struct, of the Rust size
+                let entry = format!(".entry {}(", k.name);
+                let at = src.find(&entry).unwrap_or_else(|| panic!("{arch}: kernel {} missing from the PTX", k.name));
+                let params = &src[at + entry.len()..];
+                let params = &params[..params.find(')').expect("PTX parameter list")];
+                let last = params.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
+                let want = format!("[{}]", k.params.size);
+                assert!(
+                    last.starts_with(".param .align 4 .b8 ") && last.ends_with(&want),
+                    "{arch}: kernel {} takes `{last}`, not its {} of {} bytes",
+                    k.name,
+                    k.params.name,
+                    k.params.size
+                );
             }
         }
         // the cubins a device of these architectures loads (no PTX JIT by the driver)
         for arch in ["sm_80", "sm_90"] {
             let cubin = compile_cubin(arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
             assert_eq!(&cubin[..4], b"\x7fELF", "{arch}: not an ELF cubin");
+        }
+    }
+
+    /// The source declares each parameter struct once, before the kernels, each fits the
+    /// launch's parameter buffer, and the kernels read no positional parameter words.
+    #[test]
+    fn source_declares_every_parameter_struct_once() {
+        let src = source();
+        let prelude = src.find("// Shared by every kernel of the module").expect("prelude");
+        for k in KERNELS {
+            let decl = format!("struct {} {{", k.params.name);
+            assert_eq!(src.matches(&decl).count(), 1, "{decl}");
+            assert!(src.find(&decl).unwrap() < prelude, "{decl} after the prelude");
+            assert!(src.contains(&format!("const {} p)", k.params.name)), "no kernel takes a {}", k.params.name);
+            assert!(k.params.size <= 4 * PARAM_WORDS, "{} does not fit the launch buffer", k.params.name);
+        }
+        for old in ["p.v[", "U(", "F(", " P p", "const P&"] {
+            assert!(!src.contains(old), "positional parameter words ({old}) left in the kernels");
         }
     }
 

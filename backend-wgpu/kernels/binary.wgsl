@@ -1,11 +1,11 @@
 // Prepended with math.wgsl (pow_).
 // out[i] = op(a[ia], b[ib]) with numpy broadcasting.
-// p = [n, op, rank, shape[rank], astride[rank], bstride[rank]] (broadcast axes have stride 0);
-// op codes follow `Binary` in declaration order (Add 0 … Eq 9).
+// Parameters: BinaryParams (generated, prepended; broadcast axes have stride 0); op codes
+// follow `Binary` in declaration order (Add 0 … Eq 9).
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read> p: array<u32>;
+@group(0) @binding(3) var<storage, read> p: BinaryParams;
 
 fn apply(op: u32, x: f32, y: f32) -> f32 {
     switch op {
@@ -27,18 +27,18 @@ fn apply(op: u32, x: f32, y: f32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * 64u + lid;
-    if (i >= p[0]) { return; }
-    let rank = p[2];
+    if (i >= p.n) { return; }
+    let rank = p.rank;
     var rem = i;
     var ia = 0u;
     var ib = 0u;
     for (var d = i32(rank) - 1; d >= 0; d--) {
         let k = u32(d);
-        let size = p[3u + k];
+        let size = p.shape[k];
         let idx = rem % size;
         rem = rem / size;
-        ia += idx * p[3u + rank + k];
-        ib += idx * p[3u + 2u * rank + k];
+        ia += idx * p.a_strides[k];
+        ib += idx * p.b_strides[k];
     }
-    out[i] = apply(p[1], a[ia], b[ib]);
+    out[i] = apply(p.op, a[ia], b[ib]);
 }

@@ -4,39 +4,38 @@
 // tb = token·stride (offsets below; N blocks, K steps):
 //   H (K+1)·4N | W (K+1)·N² | alive (K+1)·N | life N | den N | nb 4N | u 4N | [backward scratch]
 // sc = [coefficients (9) | stimulus (T·N)].
-// p = [T, N, K, mode (0 as coded, 1 as described, 2 sound), bits(dt), bits(row ε),
-//      bits(sharpness), pruning, bits(rate), bits(threshold), stride]
+// Parameters: ColonyParams (generated, prepended; mode 0 as coded, 1 as described, 2 sound).
 
-fn o_h(tb: u32, k: u32) -> u32 { return tb + k * 4u * p[1]; }
-fn o_w(tb: u32, k: u32) -> u32 { let n = p[1]; return tb + (p[2] + 1u) * 4u * n + k * n * n; }
-fn o_alive(tb: u32, k: u32) -> u32 { let n = p[1]; return tb + (p[2] + 1u) * (4u * n + n * n) + k * n; }
-fn o_life(tb: u32) -> u32 { return o_alive(tb, p[2] + 1u); }
-fn o_den(tb: u32) -> u32 { return o_life(tb) + p[1]; }
-fn o_nb(tb: u32) -> u32 { return o_den(tb) + p[1]; }
-fn o_u(tb: u32) -> u32 { return o_nb(tb) + 4u * p[1]; }
+fn o_h(tb: u32, k: u32) -> u32 { return tb + k * 4u * p.n; }
+fn o_w(tb: u32, k: u32) -> u32 { let n = p.n; return tb + (p.steps + 1u) * 4u * n + k * n * n; }
+fn o_alive(tb: u32, k: u32) -> u32 { let n = p.n; return tb + (p.steps + 1u) * (4u * n + n * n) + k * n; }
+fn o_life(tb: u32) -> u32 { return o_alive(tb, p.steps + 1u); }
+fn o_den(tb: u32) -> u32 { return o_life(tb) + p.n; }
+fn o_nb(tb: u32) -> u32 { return o_den(tb) + p.n; }
+fn o_u(tb: u32) -> u32 { return o_nb(tb) + 4u * p.n; }
 
 fn softplus(x: f32) -> f32 { return max(x, 0.0) + log(1.0 + exp(-abs(x))); }
 fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 
 // Hard clamp to [0, 1] (seed modes) or the smooth bound of sharpness k (sound mode).
 fn bound(x: f32) -> f32 {
-    if (p[3] == 2u) {
-        let k = bitcast<f32>(p[6]);
+    if (p.mode == 2u) {
+        let k = p.sharpness;
         return (softplus(k * x) - softplus(k * (x - 1.0))) / k;
     }
     return min(max(x, 0.0), 1.0);
 }
 
 fn bound_grad(x: f32) -> f32 {
-    if (p[3] == 2u) {
-        let k = bitcast<f32>(p[6]);
+    if (p.mode == 2u) {
+        let k = p.sharpness;
         return sigmoid(k * x) - sigmoid(k * (x - 1.0));
     }
     return select(0.0, 1.0, x >= 0.0 && x <= 1.0);
 }
 
 fn coef(i: u32) -> f32 { return sc[i]; }
-fn stim(tok: u32, i: u32) -> f32 { return sc[9u + tok * p[1] + i]; }
+fn stim(tok: u32, i: u32) -> f32 { return sc[9u + tok * p.n + i]; }
 
 // Normalised entropy H(q)/ln 4 of the block at `o`, q = (h⁺ + 10⁻⁶)/Σ(h⁺ + 10⁻⁶).
 fn block_entropy(o: u32) -> f32 {
@@ -52,7 +51,7 @@ fn block_entropy(o: u32) -> f32 {
 
 // ‖h′ᵢ − h′ⱼ‖ with the safe root (0 in the as-coded mode), states at `o`.
 fn distance(o: u32, i: u32, j: u32) -> f32 {
-    if (p[3] == 0u) { return 0.0; }
+    if (p.mode == 0u) { return 0.0; }
     var d2 = 0.0;
     for (var c = 0u; c < 4u; c++) {
         let d = work[o + 4u * i + c] - work[o + 4u * j + c];
@@ -63,9 +62,9 @@ fn distance(o: u32, i: u32, j: u32) -> f32 {
 
 // Row denominators, neighbour means and the pre-bound update of step k.
 fn routing_and_update(tb: u32, tok: u32, k: u32) {
-    let n = p[1];
-    let dt = bitcast<f32>(p[4]);
-    let eps = bitcast<f32>(p[5]);
+    let n = p.n;
+    let dt = p.dt;
+    let eps = p.row_eps;
     let h = o_h(tb, k);
     let w = o_w(tb, k);
     let den = o_den(tb);
@@ -105,15 +104,15 @@ fn routing_and_update(tb: u32, tok: u32, k: u32) {
 
 // The K steps of token `tok` from (h0, w0), filling its trajectory.
 fn colony_forward(tb: u32, tok: u32) {
-    let n = p[1];
-    let dt = bitcast<f32>(p[4]);
+    let n = p.n;
+    let dt = p.dt;
     for (var x = 0u; x < 4u * n; x++) { work[o_h(tb, 0u) + x] = h0[tok * 4u * n + x]; }
     for (var x = 0u; x < n * n; x++) { work[o_w(tb, 0u) + x] = w0[tok * n * n + x]; }
     for (var i = 0u; i < n; i++) {
         work[o_alive(tb, 0u) + i] = 1.0;
         work[o_life(tb) + i] = 1.0;
     }
-    for (var k = 0u; k < p[2]; k++) {
+    for (var k = 0u; k < p.steps; k++) {
         routing_and_update(tb, tok, k);
         let hn = o_h(tb, k + 1u);
         let u = o_u(tb);
@@ -123,10 +122,10 @@ fn colony_forward(tb: u32, tok: u32) {
         let an = o_alive(tb, k + 1u);
         for (var i = 0u; i < n; i++) {
             var a = work[ap + i];
-            if (p[7] == 1u && a > 0.0) {
-                let life = work[o_life(tb) + i] - bitcast<f32>(p[8]) * (1.0 - block_entropy(hn + 4u * i));
+            if (p.pruning == 1u && a > 0.0) {
+                let life = work[o_life(tb) + i] - p.rate * (1.0 - block_entropy(hn + 4u * i));
                 work[o_life(tb) + i] = life;
-                if (life <= bitcast<f32>(p[9])) { a = 0.0; }
+                if (life <= p.threshold) { a = 0.0; }
             }
             work[an + i] = a;
             for (var c = 0u; c < 4u; c++) { work[hn + 4u * i + c] *= a; }

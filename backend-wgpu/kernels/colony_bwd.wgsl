@@ -11,19 +11,19 @@
 @group(0) @binding(4) var<storage, read> dw: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gout: array<f32>;
 @group(0) @binding(6) var<storage, read_write> work: array<f32>;
-@group(0) @binding(7) var<storage, read> p: array<u32>;
+@group(0) @binding(7) var<storage, read> p: ColonyParams;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let tok = (wid.y * nwg.x + wid.x) * 64u + lid;
-    let t_all = p[0];
+    let t_all = p.t;
     if (tok >= t_all) { return; }
-    let n = p[1];
-    let kk = p[2];
-    let mode = p[3];
-    let dt = bitcast<f32>(p[4]);
-    let tb = tok * p[10];
+    let n = p.n;
+    let kk = p.steps;
+    let mode = p.mode;
+    let dt = p.dt;
+    let tb = tok * p.stride;
     colony_forward(tb, tok);
 
     let g_h = o_u(tb) + 4u * n;

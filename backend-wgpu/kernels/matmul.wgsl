@@ -4,11 +4,11 @@
 // output is one fma chain over k in order.
 // A is [m, k] (or [k, m] when ta), B is [k, n] (or [n, k] when tb), C is [m, n], all
 // row-major; a batch stride of 0 shares one matrix across the batch.
-// p = [batch, m, n, k, ta, tb, a_batch_stride, b_batch_stride, tiles_n, tiles_m] (64-wide tiles)
+// Parameters: MatmulParams (generated, prepended; 64-wide tiles).
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(0) @binding(3) var<storage, read> p: array<u32>;
+@group(0) @binding(3) var<storage, read> p: MatmulParams;
 
 var<workgroup> a_tile: array<f32, 1024>; // [64 rows][16 k]
 var<workgroup> b_tile: array<f32, 1024>; // [16 k][64 columns]
@@ -36,22 +36,22 @@ fn store(base: u32, row: u32, col0: u32, m: u32, n: u32, v: vec4<f32>) {
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let m = p[1];
-    let n = p[2];
-    let k = p[3];
-    let tn = p[8];
-    let tm = p[9];
+    let m = p.m;
+    let n = p.n;
+    let k = p.k;
+    let tn = p.tiles_n;
+    let tm = p.tiles_m;
     let g = wid.y * nwg.x + wid.x;          // linear workgroup index
     let per_batch = tn * tm;
     let batch = g / per_batch;
     let r = g % per_batch;
     let row0 = (r / tn) * 64u;
     let col0 = (r % tn) * 64u;
-    let in_range = batch < p[0];
-    let abase = batch * p[6];
-    let bbase = batch * p[7];
-    let trans_a = p[4] == 1u;
-    let trans_b = p[5] == 1u;
+    let in_range = batch < p.batch;
+    let abase = batch * p.a_stride;
+    let bbase = batch * p.b_stride;
+    let trans_a = p.ta == 1u;
+    let trans_b = p.tb == 1u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);

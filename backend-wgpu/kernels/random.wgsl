@@ -1,9 +1,9 @@
 // Random fill mirroring `protocell_core::rng::sample`: element e of the stream uses Philox
 // block e / K (K = 4 uniform, 8 Bernoulli, 2 normal) of the key.
-// p = [n, dist, bits(a), bits(b), seed_lo, seed_hi, offset_lo, offset_hi]
-// dist 0 uniform [a, b), 1 Bernoulli (a = threshold on 16-bit words), 2 normal (mean a, std b).
+// Parameters: RandomParams (generated, prepended): dist 0 uniform [a, b), 1 Bernoulli
+// (threshold on 16-bit words), 2 normal (mean a, std b).
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> p: array<u32>;
+@group(0) @binding(1) var<storage, read> p: RandomParams;
 
 // (hi, lo) of the 64-bit product of two u32, from 16-bit halves
 fn mul_wide(x: u32, y: u32) -> vec2<u32> {
@@ -20,9 +20,9 @@ fn mul_wide(x: u32, y: u32) -> vec2<u32> {
 }
 
 fn philox(block_lo: u32, block_hi: u32) -> vec4<u32> {
-    var c = vec4<u32>(block_lo, block_hi, p[6], p[7]);
-    var k0 = p[4];
-    var k1 = p[5];
+    var c = vec4<u32>(block_lo, block_hi, p.offset_lo, p.offset_hi);
+    var k0 = p.seed_lo;
+    var k1 = p.seed_hi;
     for (var r = 0u; r < 10u; r++) {
         if (r > 0u) {
             k0 += 0x9E3779B9u;
@@ -41,17 +41,17 @@ fn unit(x: u32) -> f32 { return f32(x >> 8u) * (1.0 / 16777216.0); }
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let e = (wid.y * nwg.x + wid.x) * 64u + lid;
-    if (e >= p[0]) { return; }
-    let dist = p[1];
-    let a = bitcast<f32>(p[2]);
-    let b = bitcast<f32>(p[3]);
+    if (e >= p.n) { return; }
+    let dist = p.dist;
+    let a = p.a;
+    let b = p.b;
     if (dist == 0u) {
         let w = philox(e / 4u, 0u);
         out[e] = a + (b - a) * unit(w[e % 4u]);
     } else if (dist == 1u) {
         let w = philox(e / 8u, 0u);
         let word = (w[(e % 8u) / 2u] >> (16u * (e % 2u))) & 0xffffu;
-        out[e] = select(0.0, 1.0, word < p[2]);
+        out[e] = select(0.0, 1.0, word < p.threshold);
     } else {
         let w = philox(e / 2u, 0u);
         let lane = 2u * (e % 2u);

@@ -1,10 +1,11 @@
 // x viewed as [outer, n, inner]; out[o, i] = op over k of x[o, k, i].
 // One workgroup per output: thread t folds k ≡ t (mod 64), then a tree in workgroup memory.
 // Loops are nested so that no single loop runs more than 4096 iterations (some drivers
-// bound loop trip counts). p = [outer·inner, n, inner, op] with op Sum 0, Mean 1, Max 2, Min 3.
+// bound loop trip counts). Parameters: ReduceParams (generated, prepended), op Sum 0, Mean 1,
+// Max 2, Min 3.
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<storage, read> p: array<u32>;
+@group(0) @binding(2) var<storage, read> p: ReduceParams;
 
 var<workgroup> part: array<f32, 64>;
 
@@ -20,10 +21,10 @@ fn fold(op: u32, acc: f32, v: f32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let j = wid.y * nwg.x + wid.x;
-    let n = p[1];
-    let inner = p[2];
-    let op = p[3];
-    let in_range = j < p[0];
+    let n = p.n;
+    let inner = p.inner;
+    let op = p.op;
+    let in_range = j < p.outputs;
     var acc = 0.0;
     var seen = false;
     if (in_range) {

@@ -1,17 +1,17 @@
 // Prepended with rows.wgsl (row_max, row_sum).
 // Row-wise softmax over the last axis: one workgroup per row of `d` elements;
 // y = e^{x − max} / Σ e^{x − max}. Loops are chunked (≤ 4096 iterations each).
-// p = [rows, d]
+// Parameters: RowParams (generated, prepended).
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read> p: array<u32>;
+@group(0) @binding(2) var<storage, read> p: RowParams;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let row = wid.y * nwg.x + wid.x;
-    let in_range = row < p[0];
-    let d = p[1];
+    let in_range = row < p.rows;
+    let d = p.width;
     let base = row * d;
     var m = -3.4028235e38;
     if (in_range) {

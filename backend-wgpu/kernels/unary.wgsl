@@ -1,9 +1,10 @@
 // Prepended with math.wgsl (pow_).
-// y[i] = f(x[i]).   p = [n, op, bits(a), bits(b)]; op codes follow `Unary` in declaration
-// order (Neg 0 … Clamp 19); a, b are the op's parameters (Affine mul/add, Powf p, Clamp min/max).
+// y[i] = f(x[i]).   Parameters: UnaryParams (generated, prepended); op codes follow `Unary` in
+// declaration order (Neg 0 … Clamp 19); a, b are the op's parameters (Affine mul/add, Powf p,
+// Clamp min/max).
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
-@group(0) @binding(2) var<storage, read> p: array<u32>;
+@group(0) @binding(2) var<storage, read> p: UnaryParams;
 
 // erf: odd series on |x| < 1, Abramowitz–Stegun 7.1.26 tail beyond (as the CPU reference).
 fn erf_(x: f32) -> f32 {
@@ -74,6 +75,6 @@ fn apply(op: u32, v: f32, a: f32, b: f32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let i = (wid.y * nwg.x + wid.x) * 64u + lid;
-    if (i >= p[0]) { return; }
-    y[i] = apply(p[1], x[i], bitcast<f32>(p[2]), bitcast<f32>(p[3]));
+    if (i >= p.n) { return; }
+    y[i] = apply(p.op, x[i], p.a, p.b);
 }

@@ -4,6 +4,8 @@
 //! Every kernel launch is submitted at once (one command buffer per op). That keeps
 //! `queue.write_buffer` uploads ordered with the kernels that read them even when pooled
 //! buffers are reused right away; batching launches is a later optimisation.
+use crate::kernels::Kernel;
+use protocell_core::backend::kernel_abi::KernelParams;
 use protocell_core::backend::MemoryStats;
 use protocell_core::error::{Error, Result};
 use std::collections::HashMap;
@@ -269,13 +271,14 @@ impl Context {
         self.check()
     }
 
-    fn pipeline(&self, name: &'static str, source: &'static str) -> Result<wgpu::ComputePipeline> {
+    fn pipeline(&self, kernel: &Kernel) -> Result<wgpu::ComputePipeline> {
+        let name = kernel.name;
         if let Some(p) = self.pipelines.lock().ok().and_then(|m| m.get(name).cloned()) {
             return Ok(p);
         }
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
         });
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
@@ -292,22 +295,33 @@ impl Context {
         Ok(p)
     }
 
-    /// Launches kernel `name` (WGSL `source`, entry `main`) with `buffers` bound at
-    /// `@group(0) @binding(0..)` in order and `groups` workgroups, spread over x and y when
-    /// they exceed the per-dimension limit (kernels compute their linear workgroup index as
-    /// `wid.y * nwg.x + wid.x`).
-    pub(crate) fn launch(
-        &self,
-        name: &'static str,
-        source: &'static str,
+    /// Launches `kernel` with `buffers` bound at `@group(0) @binding(0..)` in order, `params`
+    /// (which must be the kernel's parameter struct) uploaded and bound after them, and
+    /// `groups` workgroups, spread over x and y when they exceed the per-dimension limit
+    /// (kernels compute their linear workgroup index as `wid.y * nwg.x + wid.x`).
+    pub(crate) fn launch<P: KernelParams>(
+        self: &Arc<Self>,
+        kernel: &Kernel,
         buffers: &[&wgpu::Buffer],
+        params: &P,
         groups: u32,
     ) -> Result<()> {
+        let name = kernel.name;
+        if kernel.params.name != P::LAYOUT.name {
+            return Err(Error::Backend(format!(
+                "kernel {name} takes {}, was given {}",
+                kernel.params.name,
+                P::LAYOUT.name
+            )));
+        }
         if groups == 0 {
             return Ok(());
         }
-        let pipeline = self.pipeline(name, source)?;
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
+        let p = self.upload(&params.words())?;
+        let mut all = buffers.to_vec();
+        all.push(&p.buf);
+        let pipeline = self.pipeline(kernel)?;
+        let entries: Vec<wgpu::BindGroupEntry> = all
             .iter()
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })

@@ -9,61 +9,37 @@
 //! and backward, cross-entropy forward and backward, the AdamW update, attention (plain and
 //! packed, causal, dropout) forward and backward, and the colony update forward and backward.
 //!
+//! Each kernel reads its launch parameters as one struct bound after its buffers
+//! (`var<storage, read> p: ColonyParams`), defined once in Rust in `protocell-core`
+//! (`backend::kernel_abi`, `cell::kernel`); the struct's WGSL declaration is generated from that
+//! definition and prepended when the pipeline is built ([`KERNELS`] lists every pipeline and
+//! its struct). The host code of the attention and colony kernels is core's too, through
+//! [`GpuKernels`].
+//!
 //! Adapters follow wgpu's environment variables (`WGPU_BACKEND=vulkan|gl|…`,
 //! `WGPU_ADAPTER_NAME`); `WgpuDevice::new(i)` opens the `i`-th adapter with compute shaders.
 //! Validation errors, out-of-memory and a lost device come back as `Err`s from the op that
 //! met them.
 use protocell_core::backend::kernel_abi::{
-    binary_code, broadcast_strides, check_ids, scatter_csr, u32_of, unary_code, AttnGeom, Layout,
+    self, broadcast_strides, check_ids, scatter_csr, u32_of, AdamWParams, BinaryParams, CopyParams,
+    CrossEntropyBwdParams, FillParams, GpuKernels, Grid, IndexParams, KernelParams, LayerNormParams, MatmulParams,
+    NormBwdParams, RandomParams, ReduceParams, RowParams, UnaryParams,
 };
-use protocell_core::backend::{
-    attention_dropout_mask, AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary,
-};
-use protocell_core::cell::kernel::ColonyGeom;
-use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec, N_COEFFS};
+use protocell_core::backend::{AdamWStep, AttnSpec, Backend, Binary, Dist, MemoryStats, NnOps, Reduce, Unary};
+use protocell_core::cell::{kernel as colony, CellOps, ColonyGrads, ColonyOut, ColonySpec};
 use protocell_core::error::{Error, Result};
-use protocell_core::rng::{bernoulli_threshold, RngKey};
+use protocell_core::rng::RngKey;
 use protocell_core::shape;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod context;
+mod kernels;
 
 pub use context::{adapters, Context};
 use context::{PoolBuf, WG};
-
-const FILL: &str = include_str!("../kernels/fill.wgsl");
-const UNARY: &str = concat!(include_str!("../kernels/math.wgsl"), include_str!("../kernels/unary.wgsl"));
-const BINARY: &str = concat!(include_str!("../kernels/math.wgsl"), include_str!("../kernels/binary.wgsl"));
-const COPY: &str = include_str!("../kernels/copy.wgsl");
-const REDUCE: &str = include_str!("../kernels/reduce.wgsl");
-const MATMUL: &str = include_str!("../kernels/matmul.wgsl");
-const GATHER: &str = include_str!("../kernels/gather.wgsl");
-const SCATTER: &str = include_str!("../kernels/scatter.wgsl");
-const RANDOM: &str = include_str!("../kernels/random.wgsl");
-const SOFTMAX: &str = concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/softmax.wgsl"));
-const CROSS_ENTROPY: &str =
-    concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/cross_entropy.wgsl"));
-const CROSS_ENTROPY_BWD: &str = include_str!("../kernels/cross_entropy_bwd.wgsl");
-const ADAMW: &str = include_str!("../kernels/adamw.wgsl");
-const LAYER_NORM: &str = concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/layer_norm.wgsl"));
-const LAYER_NORM_BWD: &str =
-    concat!(include_str!("../kernels/rows.wgsl"), include_str!("../kernels/layer_norm_bwd.wgsl"));
-const LAYER_NORM_PARAMS: &str = include_str!("../kernels/layer_norm_params.wgsl");
-const ATTENTION: &str = concat!(
-    include_str!("../kernels/rows.wgsl"),
-    include_str!("../kernels/attn.wgsl"),
-    include_str!("../kernels/attention.wgsl")
-);
-const ATTENTION_BWD: &str = concat!(
-    include_str!("../kernels/rows.wgsl"),
-    include_str!("../kernels/attn.wgsl"),
-    include_str!("../kernels/attention_bwd.wgsl")
-);
-const COLONY_FWD: &str = concat!(include_str!("../kernels/colony.wgsl"), include_str!("../kernels/colony_fwd.wgsl"));
-const COLONY_BWD: &str = concat!(include_str!("../kernels/colony.wgsl"), include_str!("../kernels/colony_bwd.wgsl"));
-const ATTENTION_APPLY: &str =
-    concat!(include_str!("../kernels/attn.wgsl"), include_str!("../kernels/attention_apply.wgsl"));
+use kernels::*;
+pub use kernels::{Kernel, KERNELS};
 
 /// The wgpu backend.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,9 +118,6 @@ impl WgpuDevice {
     fn alloc(&self, n: usize) -> Result<Arc<PoolBuf>> {
         self.ctx.alloc(4 * n as u64)
     }
-    fn params(&self, p: &[u32]) -> Result<Arc<PoolBuf>> {
-        self.ctx.upload(p)
-    }
     fn tensor(&self, buf: Arc<PoolBuf>, shape: Vec<usize>) -> WgpuTensor {
         WgpuTensor { buf, shape, dev: self.clone() }
     }
@@ -156,13 +129,8 @@ impl WgpuDevice {
         if n == 0 {
             return Ok(());
         }
-        let mut p =
-            vec![u32_of(n, "elements")?, shape.len() as u32, u32_of(src.base, "offset")?, u32_of(dst.base, "offset")?];
-        for v in shape.iter().chain(src.strides).chain(dst.strides) {
-            p.push(u32_of(*v, "stride")?);
-        }
-        let pb = self.params(&p)?;
-        self.ctx.launch("copy", COPY, &[src.buf, dst.buf, &pb.buf], groups(n)?)
+        let p = CopyParams::new(shape, src.base, src.strides, dst.base, dst.strides)?;
+        self.ctx.launch(&COPY, &[src.buf, dst.buf], &p, groups(n)?)
     }
 }
 
@@ -206,29 +174,13 @@ impl Backend for Wgpu {
     fn full(value: f32, shape: &[usize], dev: &WgpuDevice) -> Result<WgpuTensor> {
         let n = shape::checked_numel(shape)?;
         let out = dev.alloc(n)?;
-        let p = dev.params(&[u32_of(n, "elements")?, value.to_bits()])?;
-        dev.ctx.launch("fill", FILL, &[&out.buf, &p.buf], groups(n)?)?;
+        dev.ctx.launch(&FILL, &[&out.buf], &FillParams { n: u32_of(n, "elements")?, value }, groups(n)?)?;
         Ok(dev.tensor(out, shape.to_vec()))
     }
     fn random(dist: Dist, key: RngKey, shape: &[usize], dev: &WgpuDevice) -> Result<WgpuTensor> {
         let n = shape::checked_numel(shape)?;
-        let (code, a, b) = match dist {
-            Dist::Uniform { lo, hi } => (0u32, lo.to_bits(), hi.to_bits()),
-            Dist::Bernoulli { p } => (1, bernoulli_threshold(p), 0),
-            Dist::Normal { mean, std } => (2, mean.to_bits(), std.to_bits()),
-        };
         let out = dev.alloc(n)?;
-        let p = dev.params(&[
-            u32_of(n, "elements")?,
-            code,
-            a,
-            b,
-            key.seed as u32,
-            (key.seed >> 32) as u32,
-            key.offset as u32,
-            (key.offset >> 32) as u32,
-        ])?;
-        dev.ctx.launch("random", RANDOM, &[&out.buf, &p.buf], groups(n)?)?;
+        dev.ctx.launch(&RANDOM, &[&out.buf], &RandomParams::new(dist, key, n)?, groups(n)?)?;
         Ok(dev.tensor(out, shape.to_vec()))
     }
     fn to_f32(t: WgpuTensor) -> Result<Vec<f32>> {
@@ -307,27 +259,16 @@ impl Backend for Wgpu {
 
     fn unary(op: Unary, x: WgpuTensor) -> Result<WgpuTensor> {
         let n = shape::numel(&x.shape);
-        let (code, a, b) = unary_code(op);
         let out = x.dev.alloc(n)?;
-        let p = x.dev.params(&[u32_of(n, "elements")?, code, a.to_bits(), b.to_bits()])?;
-        x.dev.ctx.launch("unary", UNARY, &[&x.buf.buf, &out.buf, &p.buf], groups(n)?)?;
+        x.dev.ctx.launch(&UNARY, &[&x.buf.buf, &out.buf], &UnaryParams::new(op, n)?, groups(n)?)?;
         Ok(x.dev.tensor(out, x.shape))
     }
     fn binary(op: Binary, a: WgpuTensor, b: WgpuTensor) -> Result<WgpuTensor> {
         let out_shape = shape::broadcast_shapes("binary", &a.shape, &b.shape)?;
         let n = shape::numel(&out_shape);
-        let mut p = vec![u32_of(n, "elements")?, binary_code(op), out_shape.len() as u32];
-        for v in out_shape
-            .iter()
-            .copied()
-            .chain(broadcast_strides(&a.shape, &out_shape))
-            .chain(broadcast_strides(&b.shape, &out_shape))
-        {
-            p.push(u32_of(v, "stride")?);
-        }
+        let p = BinaryParams::new(op, &out_shape, &a.shape, &b.shape)?;
         let out = a.dev.alloc(n)?;
-        let pb = a.dev.params(&p)?;
-        a.dev.ctx.launch("binary", BINARY, &[&a.buf.buf, &b.buf.buf, &out.buf, &pb.buf], groups(n)?)?;
+        a.dev.ctx.launch(&BINARY, &[&a.buf.buf, &b.buf.buf, &out.buf], &p, groups(n)?)?;
         Ok(a.dev.tensor(out, out_shape))
     }
     fn reduce(op: Reduce, x: WgpuTensor, axis: usize) -> Result<WgpuTensor> {
@@ -345,17 +286,11 @@ impl Backend for Wgpu {
             };
             return Self::full(v, &out_shape, &x.dev);
         }
-        let code = match op {
-            Reduce::Sum => 0,
-            Reduce::Mean => 1,
-            Reduce::Max => 2,
-            Reduce::Min => 3,
-        };
         let m = outer * inner;
         let out = x.dev.alloc(m)?;
-        let p = x.dev.params(&[u32_of(m, "elements")?, u32_of(n, "axis")?, u32_of(inner.max(1), "inner")?, code])?;
+        let p = ReduceParams::new(op, outer, n, inner)?;
         // one workgroup per output
-        x.dev.ctx.launch("reduce", REDUCE, &[&x.buf.buf, &out.buf, &p.buf], u32_of(m, "outputs")?)?;
+        x.dev.ctx.launch(&REDUCE, &[&x.buf.buf, &out.buf], &p, u32_of(m, "outputs")?)?;
         Ok(x.dev.tensor(out, out_shape))
     }
     fn matmul(a: WgpuTensor, b: WgpuTensor, ta: bool, tb: bool) -> Result<WgpuTensor> {
@@ -377,20 +312,20 @@ impl Backend for Wgpu {
             return Self::full(0.0, &out_shape, &a.dev);
         }
         let (tn, tm) = (n.div_ceil(64), m.div_ceil(64));
-        let p = a.dev.params(&[
-            u32_of(batch, "batch")?,
-            u32_of(m, "m")?,
-            u32_of(n, "n")?,
-            u32_of(k, "k")?,
-            ta as u32,
-            tb as u32,
-            u32_of(a_stride, "stride")?,
-            u32_of(b_stride, "stride")?,
-            u32_of(tn, "tiles")?,
-            u32_of(tm, "tiles")?,
-        ])?;
+        let p = MatmulParams {
+            batch: u32_of(batch, "batch")?,
+            m: u32_of(m, "m")?,
+            n: u32_of(n, "n")?,
+            k: u32_of(k, "k")?,
+            ta: ta as u32,
+            tb: tb as u32,
+            a_stride: u32_of(a_stride, "stride")?,
+            b_stride: u32_of(b_stride, "stride")?,
+            tiles_n: u32_of(tn, "tiles")?,
+            tiles_m: u32_of(tm, "tiles")?,
+        };
         let g = u32_of(batch * tn * tm, "workgroups")?;
-        a.dev.ctx.launch("matmul", MATMUL, &[&a.buf.buf, &b.buf.buf, &out.buf, &p.buf], g)?;
+        a.dev.ctx.launch(&MATMUL, &[&a.buf.buf, &b.buf.buf, &out.buf], &p, g)?;
         Ok(a.dev.tensor(out, out_shape))
     }
     fn gather_rows(table: WgpuTensor, ids: WgpuIds) -> Result<WgpuTensor> {
@@ -398,8 +333,8 @@ impl Backend for Wgpu {
         check_ids("gather_rows", &ids.host, rows)?;
         let n = ids.host.len() * d;
         let out = table.dev.alloc(n)?;
-        let p = table.dev.params(&[u32_of(n, "elements")?, u32_of(d.max(1), "width")?])?;
-        table.dev.ctx.launch("gather", GATHER, &[&table.buf.buf, &ids.buf.buf, &out.buf, &p.buf], groups(n)?)?;
+        let p = IndexParams { n: u32_of(n, "elements")?, width: u32_of(d.max(1), "width")? };
+        table.dev.ctx.launch(&GATHER, &[&table.buf.buf, &ids.buf.buf, &out.buf], &p, groups(n)?)?;
         let mut shape = ids.shape.clone();
         shape.push(d);
         Ok(table.dev.tensor(out, shape))
@@ -410,8 +345,8 @@ impl Backend for Wgpu {
         let out = x.dev.alloc(n)?;
         if n > 0 {
             let rows = n / d;
-            let p = x.dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?])?;
-            x.dev.ctx.launch("softmax", SOFTMAX, &[&x.buf.buf, &out.buf, &p.buf], u32_of(rows, "rows")?)?;
+            let p = RowParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")? };
+            x.dev.ctx.launch(&SOFTMAX, &[&x.buf.buf, &out.buf], &p, u32_of(rows, "rows")?)?;
         }
         Ok(x.dev.tensor(out, x.shape))
     }
@@ -424,8 +359,8 @@ impl Backend for Wgpu {
         let out = dev.alloc(n)?;
         let sb = dev.ctx.upload(&starts)?;
         let ob = dev.ctx.upload(&order)?;
-        let p = dev.params(&[u32_of(n, "elements")?, u32_of(d.max(1), "width")?])?;
-        dev.ctx.launch("scatter", SCATTER, &[&src.buf.buf, &sb.buf, &ob.buf, &out.buf, &p.buf], groups(n)?)?;
+        let p = IndexParams { n: u32_of(n, "elements")?, width: u32_of(d.max(1), "width")? };
+        dev.ctx.launch(&SCATTER, &[&src.buf.buf, &sb.buf, &ob.buf, &out.buf], &p, groups(n)?)?;
         Ok(dev.tensor(out, vec![rows, d]))
     }
 }
@@ -470,8 +405,7 @@ impl NnOps<Wgpu> for Wgpu {
         causal: bool,
         scale: f32,
     ) -> Result<(WgpuTensor, WgpuTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        attn_forward(&g, &q, &k, &v, None)
+        kernel_abi::attention_fwd::<Wgpu>(q, k, v, causal, scale)
     }
     fn attention_bwd(
         q: WgpuTensor,
@@ -483,18 +417,10 @@ impl NnOps<Wgpu> for Wgpu {
         causal: bool,
         scale: f32,
     ) -> Result<(WgpuTensor, WgpuTensor, WgpuTensor)> {
-        let g = AttnGeom::plain(&q.shape, &k.shape, &v.shape, causal, scale)?;
-        let dev = &q.dev;
-        let (dq, dk, dv) =
-            (dev.alloc(g.bh * g.sq * g.d)?, dev.alloc(g.bh * g.sk * g.d)?, dev.alloc(g.bh * g.sk * g.dv)?);
-        attn_backward(&g, &q, &k, &v, &lse, &dout, None, [&dq, &dk, &dv])?;
-        let (dk_shape, dv_shape) = g.grad_shapes(&k.shape, &v.shape);
-        Ok((dev.tensor(dq, q.shape.clone()), dev.tensor(dk, dk_shape), dev.tensor(dv, dv_shape)))
+        kernel_abi::attention_bwd::<Wgpu>(q, k, v, lse, dout, causal, scale)
     }
     fn self_attention_fwd(qkv: WgpuTensor, spec: &AttnSpec) -> Result<(WgpuTensor, WgpuTensor)> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        attn_forward(&g, &qkv, &qkv, &qkv, mask.as_ref())
+        kernel_abi::self_attention_fwd::<Wgpu>(qkv, spec)
     }
     fn self_attention_bwd(
         qkv: WgpuTensor,
@@ -503,11 +429,7 @@ impl NnOps<Wgpu> for Wgpu {
         dout: WgpuTensor,
         spec: &AttnSpec,
     ) -> Result<WgpuTensor> {
-        let g = AttnGeom::packed(&qkv.shape, spec)?;
-        let mask = packed_mask(&g, spec, &qkv.dev)?;
-        let dqkv = qkv.dev.alloc(shape::numel(&qkv.shape))?;
-        attn_backward(&g, &qkv, &qkv, &qkv, &lse, &dout, mask.as_ref(), [&dqkv, &dqkv, &dqkv])?;
-        Ok(qkv.dev.tensor(dqkv, qkv.shape.clone()))
+        kernel_abi::self_attention_bwd::<Wgpu>(qkv, lse, dout, spec)
     }
     fn cross_entropy_fwd(logits: WgpuTensor, targets: WgpuIds) -> Result<(WgpuTensor, WgpuTensor)> {
         let (n, v) = (logits.shape[0], logits.shape[1]);
@@ -515,9 +437,9 @@ impl NnOps<Wgpu> for Wgpu {
         let dev = &logits.dev;
         let lse = dev.alloc(n)?;
         let nll = dev.alloc(n)?;
-        let p = dev.params(&[u32_of(n, "rows")?, u32_of(v, "classes")?])?;
-        let bufs = [&logits.buf.buf, &targets.buf.buf, &lse.buf, &nll.buf, &p.buf];
-        dev.ctx.launch("cross_entropy", CROSS_ENTROPY, &bufs, u32_of(n, "rows")?)?;
+        let p = RowParams { rows: u32_of(n, "rows")?, width: u32_of(v, "classes")? };
+        let bufs = [&logits.buf.buf, &targets.buf.buf, &lse.buf, &nll.buf];
+        dev.ctx.launch(&CROSS_ENTROPY, &bufs, &p, u32_of(n, "rows")?)?;
         let loss = Self::reduce(Reduce::Mean, dev.tensor(nll, vec![n]), 0)?;
         Ok((Self::reshape(loss, &[])?, dev.tensor(lse, vec![n, 1])))
     }
@@ -532,10 +454,13 @@ impl NnOps<Wgpu> for Wgpu {
         let dev = &logits.dev;
         let total = n * v;
         let out = dev.alloc(total)?;
-        let p =
-            dev.params(&[u32_of(total, "elements")?, u32_of(v.max(1), "classes")?, (1.0 / n.max(1) as f32).to_bits()])?;
-        let bufs = [&logits.buf.buf, &targets.buf.buf, &lse.buf.buf, &dloss.buf.buf, &out.buf, &p.buf];
-        dev.ctx.launch("cross_entropy_bwd", CROSS_ENTROPY_BWD, &bufs, groups(total)?)?;
+        let p = CrossEntropyBwdParams {
+            n: u32_of(total, "elements")?,
+            classes: u32_of(v.max(1), "classes")?,
+            inv_rows: 1.0 / n.max(1) as f32,
+        };
+        let bufs = [&logits.buf.buf, &targets.buf.buf, &lse.buf.buf, &dloss.buf.buf, &out.buf];
+        dev.ctx.launch(&CROSS_ENTROPY_BWD, &bufs, &p, groups(total)?)?;
         Ok(dev.tensor(out, vec![n, v]))
     }
     fn adamw_step(
@@ -548,25 +473,15 @@ impl NnOps<Wgpu> for Wgpu {
         let n = shape::numel(&w.shape);
         let dev = &w.dev;
         let (wo, mo, vo) = (dev.alloc(n)?, dev.alloc(n)?, dev.alloc(n)?);
-        let p = dev.params(&[
-            u32_of(n, "elements")?,
-            h.beta1.to_bits(),
-            h.beta2.to_bits(),
-            h.eps.to_bits(),
-            h.decay.to_bits(),
-            h.step_size.to_bits(),
-            h.inv_sqrt_bc2.to_bits(),
-            h.grad_scale.to_bits(),
-        ])?;
-        let bufs = [&w.buf.buf, &g.buf.buf, &m.buf.buf, &v.buf.buf, &wo.buf, &mo.buf, &vo.buf, &p.buf];
-        dev.ctx.launch("adamw", ADAMW, &bufs, groups(n)?)?;
+        let bufs = [&w.buf.buf, &g.buf.buf, &m.buf.buf, &v.buf.buf, &wo.buf, &mo.buf, &vo.buf];
+        dev.ctx.launch(&ADAMW, &bufs, &AdamWParams::new(h, n)?, groups(n)?)?;
         let s = w.shape.clone();
         Ok((dev.tensor(wo, s.clone()), dev.tensor(mo, s.clone()), dev.tensor(vo, s)))
     }
 }
 /// The colony update as two kernels (`kernels/colony*.wgsl`), one invocation per token, the
 /// equations of `protocell_core::cell::scalar` line by line; the backward pass recomputes each
-/// token's trajectory, as the CPU kernel does.
+/// token's trajectory, as the CPU kernel does. The host side is `protocell_core::cell::kernel`'s.
 impl CellOps<Wgpu> for Wgpu {
     fn colony_fwd(
         h0: WgpuTensor,
@@ -575,19 +490,7 @@ impl CellOps<Wgpu> for Wgpu {
         coeffs: WgpuTensor,
         spec: &ColonySpec,
     ) -> Result<ColonyOut<Wgpu>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        let (h, w, alive) = (dev.alloc(t * 4 * n)?, dev.alloc(t * n * n)?, dev.alloc(t * n)?);
-        if t > 0 && n > 0 {
-            let sc = colony_sc(&coeffs, &stim, &c)?;
-            let stride = c.stride_fwd();
-            let work = dev.alloc(t * stride)?;
-            let p = dev.params(&c.params(stride)?)?;
-            let bufs = [&h0.buf.buf, &w0.buf.buf, &sc.buf, &h.buf, &w.buf, &alive.buf, &work.buf, &p.buf];
-            dev.ctx.launch("colony_fwd", COLONY_FWD, &bufs, groups(t)?)?;
-        }
-        Ok((dev.tensor(h, vec![t, n, 4]), dev.tensor(w, vec![t, n, n]), dev.tensor(alive, vec![t, n])))
+        colony::colony_fwd::<Wgpu>(h0, w0, stim, coeffs, spec)
     }
     fn colony_bwd(
         h0: WgpuTensor,
@@ -598,126 +501,32 @@ impl CellOps<Wgpu> for Wgpu {
         dh: WgpuTensor,
         dw: WgpuTensor,
     ) -> Result<ColonyGrads<Wgpu>> {
-        let c = ColonyGeom::new(&h0.shape, &w0.shape, &stim.shape, &coeffs.shape, spec)?;
-        c.check_grads(&dh.shape, &dw.shape)?;
-        let dev = &h0.dev;
-        let (t, n) = (c.t, c.n);
-        if t == 0 || n == 0 {
-            let z = |s: &[usize]| Self::full(0.0, s, dev);
-            return Ok((z(&[t, n, 4])?, z(&[t, n, n])?, z(&[t, n])?, z(&[N_COEFFS])?));
-        }
-        let parts = c.grad_parts();
-        let gout = dev.alloc(parts.iter().sum())?;
-        let sc = colony_sc(&coeffs, &stim, &c)?;
-        let stride = c.stride_bwd();
-        let work = dev.alloc(t * stride)?;
-        let p = dev.params(&c.params(stride)?)?;
-        let bufs = [&h0.buf.buf, &w0.buf.buf, &sc.buf, &dh.buf.buf, &dw.buf.buf, &gout.buf, &work.buf, &p.buf];
-        dev.ctx.launch("colony_bwd", COLONY_BWD, &bufs, groups(t)?)?;
-        let mut at = 0;
-        let mut split = Vec::with_capacity(4);
-        for &len in &parts {
-            let b = dev.alloc(len)?;
-            dev.ctx.copy_words(&gout.buf, at, &b.buf, 0, len)?;
-            split.push(b);
-            at += len;
-        }
-        let [gh, gw, gs, gc]: [Arc<PoolBuf>; 4] =
-            split.try_into().map_err(|_| Error::Backend("colony split".into()))?;
-        let gc = Self::reshape(Self::reduce(Reduce::Sum, dev.tensor(gc, vec![t, N_COEFFS]), 0)?, &[N_COEFFS])?;
-        let (gh, gw, gs) = (dev.tensor(gh, vec![t, n, 4]), dev.tensor(gw, vec![t, n, n]), dev.tensor(gs, vec![t, n]));
-        Ok((gh, gw, gs, gc))
+        colony::colony_bwd::<Wgpu>(h0, w0, stim, coeffs, spec, dh, dw)
     }
 }
 
-/// The packed `[coefficients | stimulus]` buffer the colony kernels read (`sc`).
-fn colony_sc(coeffs: &WgpuTensor, stim: &WgpuTensor, g: &ColonyGeom) -> Result<Arc<PoolBuf>> {
-    let dev = &coeffs.dev;
-    let sc = dev.alloc(N_COEFFS + g.t * g.n)?;
-    dev.ctx.copy_words(&coeffs.buf.buf, 0, &sc.buf, 0, N_COEFFS)?;
-    dev.ctx.copy_words(&stim.buf.buf, 0, &sc.buf, N_COEFFS, g.t * g.n)?;
-    Ok(sc)
-}
-
-/// The dropout mask of a packed attention call (`None` without dropout).
-fn packed_mask(g: &AttnGeom, spec: &AttnSpec, dev: &WgpuDevice) -> Result<Option<WgpuTensor>> {
-    match &spec.dropout {
-        Some(dr) if dr.p > 0.0 => Ok(Some(attention_dropout_mask::<Wgpu>(dr, g.mask_shape(), dev)?)),
-        _ => Ok(None),
+/// What the shared host code of the fused kernels (attention, colony) launches through.
+impl GpuKernels for Wgpu {
+    fn alloc(dev: &WgpuDevice, n: usize) -> Result<WgpuTensor> {
+        Ok(dev.tensor(dev.alloc(n)?, vec![n]))
     }
-}
-
-/// `out = A·x` (or `Aᵀ·x`) per head, `A` the `[Sq, Sk]` matrices at `a_off` in `a`.
-#[allow(clippy::too_many_arguments)]
-fn attn_apply(
-    g: &AttnGeom,
-    dev: &WgpuDevice,
-    a: &PoolBuf,
-    a_off: usize,
-    trans: bool,
-    x: (&PoolBuf, &Layout),
-    out: (&PoolBuf, &Layout),
-    width: usize,
-) -> Result<()> {
-    let (p, total) = g.apply_params(a_off, trans, x.1, out.1, width)?;
-    let p = dev.params(&p)?;
-    dev.ctx.launch("attention_apply", ATTENTION_APPLY, &[&a.buf, &x.0.buf, &out.0.buf, &p.buf], groups(total)?)
-}
-
-/// `(o, lse)`: probabilities and lse per query row, then `o = (P⊙m)·v`.
-fn attn_forward(
-    g: &AttnGeom,
-    q: &WgpuTensor,
-    k: &WgpuTensor,
-    v: &WgpuTensor,
-    mask: Option<&WgpuTensor>,
-) -> Result<(WgpuTensor, WgpuTensor)> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    let (o, lse) = (dev.alloc(rows * g.dv)?, dev.alloc(rows)?);
-    if rows > 0 && g.dv > 0 {
-        let pr = dev.alloc(rows * g.sk)?;
-        let p = dev.params(&g.params(mask.is_some())?)?;
-        let m = mask.map_or(&q.buf.buf, |m| &m.buf.buf); // not read without dropout
-        let bufs = [&q.buf.buf, &k.buf.buf, m, &pr.buf, &lse.buf, &p.buf];
-        dev.ctx.launch("attention", ATTENTION, &bufs, u32_of(rows, "rows")?)?;
-        attn_apply(g, dev, &pr, 0, false, (&v.buf, &g.v), (&o, &g.o), g.dv)?;
+    fn launch<P: KernelParams>(
+        dev: &WgpuDevice,
+        name: &'static str,
+        bufs: &[&WgpuTensor],
+        params: &P,
+        grid: Grid,
+    ) -> Result<()> {
+        let groups = match grid {
+            Grid::Items(n) => groups(n)?,
+            Grid::Rows(n) => u32_of(n, "rows")?,
+        };
+        let bufs: Vec<&wgpu::Buffer> = bufs.iter().map(|t| &t.buf.buf).collect();
+        dev.ctx.launch(kernels::by_name(name)?, &bufs, params, groups)
     }
-    let (o_shape, lse_shape) = g.out_shapes(&q.shape);
-    Ok((dev.tensor(o, o_shape), dev.tensor(lse, lse_shape)))
-}
-
-/// Writes `dq, dk, dv` into `out` (in the q, k, v layouts; one buffer thrice for packed).
-#[allow(clippy::too_many_arguments)]
-fn attn_backward(
-    g: &AttnGeom,
-    q: &WgpuTensor,
-    k: &WgpuTensor,
-    v: &WgpuTensor,
-    lse: &WgpuTensor,
-    dout: &WgpuTensor,
-    mask: Option<&WgpuTensor>,
-    out: [&PoolBuf; 3],
-) -> Result<()> {
-    let dev = &q.dev;
-    let rows = g.rows();
-    if rows == 0 || g.sk == 0 {
-        return Ok(());
+    fn copy_words(src: &WgpuTensor, src_at: usize, dst: &WgpuTensor, dst_at: usize, n: usize) -> Result<()> {
+        src.dev.ctx.copy_words(&src.buf.buf, src_at, &dst.buf.buf, dst_at, n)
     }
-    let n = rows * g.sk;
-    let pd = dev.alloc(2 * n)?;
-    let p = dev.params(&g.params(mask.is_some())?)?;
-    let m = mask.map_or(&q.buf.buf, |m| &m.buf.buf); // not read without dropout
-    let bufs = [&q.buf.buf, &k.buf.buf, &v.buf.buf, &dout.buf.buf, &lse.buf.buf, m, &pd.buf, &p.buf];
-    dev.ctx.launch("attention_bwd", ATTENTION_BWD, &bufs, u32_of(rows, "rows")?)?;
-    if g.dv > 0 {
-        attn_apply(g, dev, &pd, 0, true, (&dout.buf, &g.o), (out[2], &g.v), g.dv)?;
-    }
-    if g.d > 0 {
-        attn_apply(g, dev, &pd, n, false, (&k.buf, &g.k), (out[0], &g.q), g.d)?;
-        attn_apply(g, dev, &pd, n, true, (&q.buf, &g.q), (out[1], &g.k), g.d)?;
-    }
-    Ok(())
 }
 
 /// LayerNorm (`beta` given) or RMSNorm (`beta` absent: no centring, no shift) forward over
@@ -735,10 +544,10 @@ fn norm_fwd(
     let dev = &x.dev;
     let (y, mean, rstd) = (dev.alloc(n)?, dev.alloc(rows)?, dev.alloc(rows)?);
     let rms = beta.is_none();
-    let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?, eps.to_bits(), rms as u32])?;
+    let p = LayerNormParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")?, eps, rms: rms as u32 };
     let beta_buf = beta.as_ref().map_or(&gamma.buf.buf, |b| &b.buf.buf); // not read for RMSNorm
-    let bufs = [&x.buf.buf, &gamma.buf.buf, beta_buf, &y.buf, &mean.buf, &rstd.buf, &p.buf];
-    dev.ctx.launch("layer_norm", LAYER_NORM, &bufs, u32_of(rows, "rows")?)?;
+    let bufs = [&x.buf.buf, &gamma.buf.buf, beta_buf, &y.buf, &mean.buf, &rstd.buf];
+    dev.ctx.launch(&LAYER_NORM, &bufs, &p, u32_of(rows, "rows")?)?;
     let mut stat_shape = x.shape.clone();
     *stat_shape.last_mut().expect("rank >= 1") = 1;
     Ok((dev.tensor(y, x.shape.clone()), dev.tensor(mean, stat_shape.clone()), dev.tensor(rstd, stat_shape)))
@@ -758,12 +567,12 @@ fn norm_bwd(
     let rows = n.checked_div(d).unwrap_or(0);
     let dev = &x.dev;
     let (dx, dgamma, dbeta) = (dev.alloc(n)?, dev.alloc(d)?, dev.alloc(d)?);
-    let p = dev.params(&[u32_of(rows, "rows")?, u32_of(d, "width")?, mean.is_none() as u32])?;
+    let p = NormBwdParams { rows: u32_of(rows, "rows")?, width: u32_of(d, "width")?, rms: mean.is_none() as u32 };
     let mean_buf = mean.as_ref().map_or(&rstd.buf.buf, |m| &m.buf.buf); // not read for RMSNorm
-    let bufs = [&x.buf.buf, &gamma.buf.buf, mean_buf, &rstd.buf.buf, &dy.buf.buf, &dx.buf, &p.buf];
-    dev.ctx.launch("layer_norm_bwd", LAYER_NORM_BWD, &bufs, u32_of(rows, "rows")?)?;
-    let bufs = [&x.buf.buf, mean_buf, &rstd.buf.buf, &dy.buf.buf, &dgamma.buf, &dbeta.buf, &p.buf];
-    dev.ctx.launch("layer_norm_params", LAYER_NORM_PARAMS, &bufs, groups(d)?)?;
+    let bufs = [&x.buf.buf, &gamma.buf.buf, mean_buf, &rstd.buf.buf, &dy.buf.buf, &dx.buf];
+    dev.ctx.launch(&LAYER_NORM_BWD, &bufs, &p, u32_of(rows, "rows")?)?;
+    let bufs = [&x.buf.buf, mean_buf, &rstd.buf.buf, &dy.buf.buf, &dgamma.buf, &dbeta.buf];
+    dev.ctx.launch(&LAYER_NORM_PARAMS, &bufs, &p, groups(d)?)?;
     Ok((dev.tensor(dx, x.shape.clone()), dev.tensor(dgamma, vec![d]), dev.tensor(dbeta, vec![d])))
 }
 
@@ -787,7 +596,9 @@ mod tests {
     #[test]
     fn failures_are_errors_and_the_device_survives() {
         let Some(dev) = device() else { return };
-        let e = dev.ctx.launch("broken", "@compute @workgroup_size(1) fn main( {", &[], 1).unwrap_err();
+        let broken =
+            Kernel { name: "broken", body: "@compute @workgroup_size(1) fn main( {", params: &FillParams::LAYOUT };
+        let e = dev.ctx.launch(&broken, &[], &FillParams::default(), 1).unwrap_err();
         assert!(e.to_string().contains("kernel broken"), "{e}");
         let e = Wgpu::full(0.0, &[1 << 31], &dev).unwrap_err();
         assert!(e.to_string().contains("exceeds"), "{e}");
