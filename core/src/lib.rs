@@ -29,6 +29,7 @@ pub mod math;
 pub mod models;
 pub mod nn;
 pub mod optim;
+pub mod recipe;
 pub mod record;
 pub mod rng;
 pub mod shape;

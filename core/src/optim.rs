@@ -66,6 +66,24 @@ impl AdamWConfig {
     }
 }
 
+/// Optimiser settings: AdamW and its learning-rate schedule. Saved in checkpoints (section
+/// `optim`), so a reloaded optimiser continues exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSettings {
+    /// AdamW hyper-parameters (betas, ε, weight decay and which parameters decay, clipping).
+    pub adamw: AdamWConfig,
+    /// Learning rate per step.
+    pub schedule: Schedule,
+}
+
+impl OptimizerSettings {
+    /// Rejects out-of-range values.
+    pub fn validate(&self) -> Result<()> {
+        self.adamw.validate()?;
+        self.schedule.validate()
+    }
+}
+
 /// Learning-rate schedule: linear warmup to `lr`, then cosine decay to `min_lr` at `total`
 /// (`total = 0`: constant `lr` after the warmup).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! Override keys are dotted paths (`train.lr`, `model.n_layer`, `train.optim.weight_decay`)
 //! or any unambiguous suffix of one (`lr`, `n_layer`, `weight_decay`).
 use protocell_core::error::{Error, Result};
-pub use protocell_core::train::config::{Corpus, DataConfig, SamplingKind, TokenizerKind, TrainConfig};
+pub use protocell_core::recipe::{Corpus, DataConfig, SamplingKind, TokenizerKind, TrainConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;

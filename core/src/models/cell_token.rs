@@ -144,7 +144,7 @@ impl super::Architecture for CellTokenConfig {
         Some(CellTokenConfig::forward_flops(self, tokens, seq))
     }
     fn presets() -> Vec<super::Preset<Self>> {
-        use crate::train::config::{DataConfig, TrainConfig};
+        use crate::recipe::{DataConfig, TrainConfig};
         let seed = |name, about, mode| {
             let (model, train) = seed_recipe(mode);
             super::Preset { name, about, model, train }
@@ -196,9 +196,9 @@ impl super::Architecture for CellTokenConfig {
 }
 
 /// The CellToken seed's training recipe (`cellular.md` §2.5) for a cell mode.
-fn seed_recipe(mode: CellMode) -> (CellTokenConfig, crate::train::TrainConfig) {
+fn seed_recipe(mode: CellMode) -> (CellTokenConfig, crate::recipe::TrainConfig) {
     use crate::optim::{AdamWConfig, DecayFilter};
-    use crate::train::config::{Corpus, DataConfig, TokenizerKind, TrainConfig};
+    use crate::recipe::{Corpus, DataConfig, TokenizerKind, TrainConfig};
     let model = CellTokenConfig { mode, vocab_size: 29, ..CellTokenConfig::default() };
     let train = TrainConfig {
         steps: 500,

@@ -130,9 +130,9 @@ impl super::Architecture for CellularTransformerConfig {
 /// The Cellular Transformer seed's recipe (`cellular.md` §3.6): Adam 2e-3, constant rate, no
 /// weight decay or clipping, batches of 64 windows of 32, 5 epochs. The held-out tail (10 %)
 /// is extra: 22,222 characters leave the seed's 20,000 for training.
-fn seed_recipe(model: CellularTransformerConfig) -> (CellularTransformerConfig, crate::train::TrainConfig) {
+fn seed_recipe(model: CellularTransformerConfig) -> (CellularTransformerConfig, crate::recipe::TrainConfig) {
     use crate::optim::AdamWConfig;
-    use crate::train::config::{Corpus, DataConfig, SamplingKind, TokenizerKind, TrainConfig};
+    use crate::recipe::{Corpus, DataConfig, SamplingKind, TokenizerKind, TrainConfig};
     let data = DataConfig {
         corpus: Corpus::SeedPhrases,
         corpus_bytes: 22_222,

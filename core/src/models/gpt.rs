@@ -111,7 +111,7 @@ impl super::Architecture for GptConfig {
         Some(GptConfig::forward_flops(self, tokens, seq))
     }
     fn presets() -> Vec<super::Preset<Self>> {
-        use crate::train::config::{DataConfig, TrainConfig};
+        use crate::recipe::{DataConfig, TrainConfig};
         alloc::vec![
             super::Preset {
                 name: "bench",

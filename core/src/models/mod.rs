@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::nn::{ForwardCtx, Module, ParamIds};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
-use crate::train::TrainConfig;
+use crate::recipe::TrainConfig;
 use alloc::vec::Vec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

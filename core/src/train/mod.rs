@@ -15,35 +15,17 @@ use crate::error::{Error, Result};
 use crate::lifecycle::{LifecycleRecord, LineageEvent};
 use crate::models::LanguageModel;
 use crate::nn::{ForwardCtx, Module};
-use crate::optim::{AdamW, AdamWConfig, Schedule};
+use crate::optim::AdamW;
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
 use alloc::vec::Vec;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub mod checkpoint;
-pub mod config;
 
-pub use config::TrainConfig;
-
-/// Optimiser settings: AdamW and its learning-rate schedule. Saved in checkpoints (section
-/// `optim`), so a reloaded optimiser continues exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OptimizerSettings {
-    /// AdamW hyper-parameters (betas, ε, weight decay and which parameters decay, clipping).
-    pub adamw: AdamWConfig,
-    /// Learning rate per step.
-    pub schedule: Schedule,
-}
-
-impl OptimizerSettings {
-    /// Rejects out-of-range values.
-    pub fn validate(&self) -> Result<()> {
-        self.adamw.validate()?;
-        self.schedule.validate()
-    }
-}
+pub use crate::optim::OptimizerSettings;
+pub use crate::recipe::TrainConfig;
 
 /// The metrics record of one training step.
 #[derive(Debug, Clone, PartialEq, Serialize)]

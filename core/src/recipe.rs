@@ -1,8 +1,9 @@
-//! Training settings shared by every model: steps, batches, schedule, optimiser, evaluation
-//! and checkpoint cadence, and where the training text comes from. Plain data (serde), so
-//! that each model's presets can live beside the model.
+//! Training recipes: the settings shared by every model — steps, batches, schedule,
+//! optimiser, evaluation and checkpoint cadence, and where the training text comes from.
+//! Plain data (serde) below the models, so that each model's presets live beside the model
+//! and the trainer above both reads them.
 use crate::error::{Error, Result};
-use crate::optim::{AdamWConfig, Schedule};
+use crate::optim::{AdamWConfig, OptimizerSettings, Schedule};
 use alloc::format;
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
@@ -131,8 +132,8 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// The optimiser settings of this run.
-    pub fn optimizer(&self) -> super::OptimizerSettings {
-        super::OptimizerSettings { adamw: self.optim.clone(), schedule: self.schedule() }
+    pub fn optimizer(&self) -> OptimizerSettings {
+        OptimizerSettings { adamw: self.optim.clone(), schedule: self.schedule() }
     }
 
     /// The learning-rate schedule (a warmup longer than the run is cut to the run).
