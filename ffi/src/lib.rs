@@ -726,9 +726,10 @@ pub unsafe extern "C" fn protocell_model_destroy(model: *mut *mut ProtocellModel
 // training
 
 /// Creates an AdamW optimiser from JSON settings (`json_len` bytes; `{}` for the defaults:
-/// `lr` 1e-3 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices, gradient
-/// clipping at 1; `warmup`, `total_steps` and `min_lr` give a cosine schedule). It binds to
-/// the first model it trains. Release with [`protocell_optimizer_destroy`].
+/// `lr` 1e-3 constant, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices (`"decay":
+/// "all"` decays every parameter), gradient clipping at 1; `warmup`, `total_steps` and
+/// `min_lr` give a cosine schedule). It binds to the first model it trains. Release with
+/// [`protocell_optimizer_destroy`].
 #[no_mangle]
 pub unsafe extern "C" fn protocell_optimizer_create(
     json: *const c_char,
@@ -743,10 +744,10 @@ pub unsafe extern "C" fn protocell_optimizer_create(
     })
 }
 
-/// The optimiser saved with `model` by [`protocell_model_save`] (settings, step count and
-/// moments), read from a checkpoint file (`path_len` bytes of UTF-8 path) and bound to
-/// `model`, so that training resumes where it stopped. A checkpoint saved without an
-/// optimiser is `PROTOCELL_STATUS_CHECKPOINT`.
+/// The optimiser saved with `model` by [`protocell_model_save`] or by `protocell train`
+/// (settings, step counts and moments), read from a checkpoint file (`path_len` bytes of
+/// UTF-8 path) and bound to `model`, so that training resumes where it stopped. A checkpoint
+/// saved without an optimiser is `PROTOCELL_STATUS_CHECKPOINT`.
 #[no_mangle]
 pub unsafe extern "C" fn protocell_optimizer_load(
     model: *const ProtocellModel,

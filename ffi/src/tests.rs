@@ -569,6 +569,37 @@ fn a_panic_becomes_a_status() {
     expect(got, S::NonFinite, "loss is NaN");
 }
 
+/// The optimiser of a checkpoint written by a training session (`protocell train`) loads
+/// through the C ABI and takes the same next step as the session itself.
+#[test]
+fn a_training_sessions_optimizer_loads() {
+    let dev = cpu();
+    let mut v = protocell_runtime::registry::preset("gpt", Some("tiny")).unwrap().to_value();
+    v["model"]["d_model"] = serde_json::json!(16);
+    v["model"]["n_layer"] = serde_json::json!(1);
+    v["train"]["data"]["corpus_bytes"] = serde_json::json!(20_000);
+    let run = protocell_runtime::RunConfig::from_value(v).unwrap();
+    let mut s = protocell_runtime::new_session(run, protocell_runtime::Device::Cpu).unwrap();
+    for _ in 0..3 {
+        s.train_step().unwrap();
+    }
+    let bytes = s.checkpoint().unwrap().encode().unwrap();
+    let ids: Vec<u32> = (0..2 * 16 + 1).map(|k| (k * 13 + 5) % 256).collect();
+    let want = s.train_on(&ids[..32], &ids[1..], 2, 16);
+    let mut m = null_mut();
+    ok(unsafe { protocell_model_load_bytes(dev, bytes.as_ptr(), bytes.len(), &mut m) });
+    let mut o = null_mut();
+    ok(unsafe { protocell_optimizer_load_bytes(m, bytes.as_ptr(), bytes.len(), &mut o) });
+    let mut st = ProtocellStepStats::default();
+    ok(unsafe { protocell_train_step(m, o, ids.as_ptr(), ids[1..].as_ptr(), 2, 16, &mut st) });
+    assert_eq!(st.loss.to_bits(), want.unwrap().loss.to_bits());
+    assert_eq!(st.step, 4);
+    unsafe {
+        ok(protocell_optimizer_destroy(&mut o));
+        ok(protocell_model_destroy(&mut m));
+    }
+}
+
 /// Training resumes exactly: N steps, save with the optimiser, reload both, N more steps
 /// equals 2N uninterrupted steps bit for bit.
 #[test]

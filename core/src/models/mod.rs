@@ -3,9 +3,9 @@
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::nn::{ForwardCtx, Module, ParamIds};
+use crate::recipe::TrainConfig;
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
-use crate::recipe::TrainConfig;
 use alloc::vec::Vec;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
