@@ -228,6 +228,25 @@ impl protocell_core::cell::CellOps<Cpu> for Cpu {
     }
 }
 
+/// Presynaptic release: the scan of `protocell_core::synapse::scan`, attention rows in parallel.
+impl protocell_core::synapse::SynapseOps<Cpu> for Cpu {
+    fn presyn_fwd(
+        scores: CpuTensor,
+        state0: CpuTensor,
+        spec: &protocell_core::synapse::PresynSpec,
+    ) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
+        timed("presyn_fwd", || kernels::synapse::forward(&scores, &state0, spec))
+    }
+    fn presyn_bwd(
+        scores: CpuTensor,
+        state0: CpuTensor,
+        spec: &protocell_core::synapse::PresynSpec,
+        de: CpuTensor,
+    ) -> Result<CpuTensor> {
+        timed("presyn_bwd", || kernels::synapse::backward(&scores, &state0, spec, &de))
+    }
+}
+
 impl NnOps<Cpu> for Cpu {
     fn layer_norm_fwd(x: CpuTensor, g: CpuTensor, b: CpuTensor, eps: f32) -> Result<(CpuTensor, CpuTensor, CpuTensor)> {
         timed("layer_norm_fwd", || Ok(kernels::nn::layer_norm_fwd(&x, &g, Some(&b), eps)))

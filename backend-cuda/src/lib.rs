@@ -606,6 +606,10 @@ impl NnOps<Cuda> for Cuda {
 
 /// The colony update, one thread per token (`kernels/colony.cu`), recomputing backward; the
 /// host side is `protocell_core::cell::kernel`'s.
+/// Presynaptic release runs the host scan of the family's default for now (the scores travel
+/// to the host and back); a dedicated kernel is future work.
+impl protocell_core::synapse::SynapseOps<Cuda> for Cuda {}
+
 impl CellOps<Cuda> for Cuda {
     fn colony_fwd(
         h0: CudaTensor,

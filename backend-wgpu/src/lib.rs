@@ -482,6 +482,10 @@ impl NnOps<Wgpu> for Wgpu {
 /// The colony update as two kernels (`kernels/colony*.wgsl`), one invocation per token, the
 /// equations of `protocell_core::cell::scalar` line by line; the backward pass recomputes each
 /// token's trajectory, as the CPU kernel does. The host side is `protocell_core::cell::kernel`'s.
+/// Presynaptic release runs the host scan of the family's default for now (the scores travel
+/// to the host and back); a dedicated kernel is future work.
+impl protocell_core::synapse::SynapseOps<Wgpu> for Wgpu {}
+
 impl CellOps<Wgpu> for Wgpu {
     fn colony_fwd(
         h0: WgpuTensor,

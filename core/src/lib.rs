@@ -33,6 +33,7 @@ pub mod recipe;
 pub mod record;
 pub mod rng;
 pub mod shape;
+pub mod synapse;
 pub mod tensor;
 pub mod train;
 
@@ -45,6 +46,6 @@ pub use tensor::{Ids, Tensor};
 /// A backend that runs every op family of this build (the primitives, [`NnOps`] and each
 /// domain family such as [`cell::CellOps`]): one bound for code that uses them all, such as
 /// the conformance suite and the model registry. Implemented for every such backend.
-pub trait AllOps: Backend + cell::CellOps<Self> {}
+pub trait AllOps: Backend + cell::CellOps<Self> + synapse::SynapseOps<Self> {}
 
-impl<B: Backend + cell::CellOps<B>> AllOps for B {}
+impl<B: Backend + cell::CellOps<B> + synapse::SynapseOps<B>> AllOps for B {}

@@ -5,6 +5,7 @@ use protocell_core::backend::{AdamWStep, AttnSpec, Backend, Binary, Dist, Memory
 use protocell_core::cell::{CellOps, ColonyGrads, ColonyOut, ColonySpec};
 use protocell_core::error::{Error, Result};
 use protocell_core::rng::RngKey;
+use protocell_core::synapse::{PresynOut, PresynSpec, SynapseOps};
 use protocell_cpu::{Cpu, CpuDevice, CpuIds, CpuTensor};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -204,5 +205,16 @@ impl CellOps<Spy> for Spy {
     fn colony_bwd(h0: T, w0: T, stim: T, coeffs: T, spec: &ColonySpec, dh: T, dw: T) -> Result<ColonyGrads<Spy>> {
         saw("colony_bwd")?;
         Cpu::colony_bwd(h0, w0, stim, coeffs, spec, dh, dw)
+    }
+}
+
+impl SynapseOps<Spy> for Spy {
+    fn presyn_fwd(scores: T, state0: T, spec: &PresynSpec) -> Result<PresynOut<Spy>> {
+        saw("presyn_fwd")?;
+        Cpu::presyn_fwd(scores, state0, spec)
+    }
+    fn presyn_bwd(scores: T, state0: T, spec: &PresynSpec, de: T) -> Result<T> {
+        saw("presyn_bwd")?;
+        Cpu::presyn_bwd(scores, state0, spec, de)
     }
 }

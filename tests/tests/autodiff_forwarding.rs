@@ -9,6 +9,7 @@
 use protocell_core::backend::{AdamWStep, AttnDropout, AttnSpec, Backend, Dist, NnOps};
 use protocell_core::cell::{CellMode, CellOps, ColonySpec};
 use protocell_core::rng::RngKey;
+use protocell_core::synapse::{PresynMode, PresynSpec, SynapseOps, SynapticConfig};
 use protocell_core::{Autodiff, Tensor};
 use protocell_cpu::CpuDevice;
 use protocell_tests::spy::{take_seen, Spy};
@@ -141,8 +142,26 @@ fn autodiff_forwards_every_fused_op_to_the_backend() {
         let z = |s: &[usize]| A::full(0.5, s, &CpuDevice).unwrap();
         A::colony_bwd(p(&h0), p(&w0), p(&stim), p(&coeffs), &cs, z(&[t, n, 4]), z(&[t, n, n])).unwrap();
     });
-    let families: BTreeSet<&'static str> =
-        <Spy as NnOps<Spy>>::OPS.iter().chain(<Spy as CellOps<Spy>>::OPS).copied().collect();
+    let scores = param(&[6, 5, 7], 16);
+    let state0 = Tensor::<A>::zeros(&[6, 2, 10], &CpuDevice).unwrap();
+    let cfg = SynapticConfig { attn_topk: 3, ..SynapticConfig::default() };
+    for mode in [PresynMode::Causal, PresynMode::Seed] {
+        let spec = PresynSpec::new(&cfg, mode).unwrap();
+        check("presynaptic release", &["presyn_fwd", "presyn_bwd"], &|| {
+            let (e, _, _) = A::presyn_fwd(p(&scores), p(&state0), &spec).unwrap();
+            backward(&[e]);
+        });
+        check("presynaptic backward", &["presyn_bwd"], &|| {
+            let de = A::full(1.0, &[6, 5, 7], &CpuDevice).unwrap();
+            A::presyn_bwd(p(&scores), p(&state0), &spec, de).unwrap();
+        });
+    }
+    let families: BTreeSet<&'static str> = <Spy as NnOps<Spy>>::OPS
+        .iter()
+        .chain(<Spy as CellOps<Spy>>::OPS)
+        .chain(<Spy as SynapseOps<Spy>>::OPS)
+        .copied()
+        .collect();
     assert_eq!(covered, families, "every op of every family must be exercised above");
 }
 

@@ -24,6 +24,7 @@ pub(crate) mod matmul;
 pub(crate) mod nn;
 pub(crate) mod random;
 pub(crate) mod reduce;
+pub(crate) mod synapse;
 
 use rayon::prelude::*;
 
