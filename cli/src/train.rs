@@ -227,7 +227,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         // model-specific statistics (e.g. the alive fractions of pruned cell blocks), averaged
         // over the forward passes of the step when a model logs a name more than once
         for (name, value) in mean_stats(&stats.model_stats) {
-            line[name] = json!(value);
+            line[name.as_str()] = json!(value);
         }
         metrics.log(line)?;
         bar.inc(1);
@@ -293,15 +293,15 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 /// Means of repeated `(name, value)` entries, in first-seen order.
-fn mean_stats(stats: &[(&'static str, f64)]) -> Vec<(&'static str, f64)> {
-    let mut out: Vec<(&'static str, f64, usize)> = Vec::new();
-    for &(name, v) in stats {
-        match out.iter_mut().find(|e| e.0 == name) {
+fn mean_stats(stats: &[(String, f64)]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64, usize)> = Vec::new();
+    for (name, v) in stats {
+        match out.iter_mut().find(|e| e.0 == *name) {
             Some(e) => {
                 e.1 += v;
                 e.2 += 1;
             }
-            None => out.push((name, v, 1)),
+            None => out.push((name.clone(), *v, 1)),
         }
     }
     out.into_iter().map(|(n, s, c)| (n, s / c as f64)).collect()

@@ -572,6 +572,11 @@ impl<B: Backend> Tensor<B> {
         Ok(Self::from_prim(o))
     }
 
+    /// The same values with no gradient history (a stop-gradient).
+    pub fn detach(&self) -> Self {
+        Self::from_prim(B::detach(self.prim.clone()))
+    }
+
     /// Mean cross-entropy of `self: [N, V]` logits against `targets: [N]`; a rank-0 tensor.
     pub fn cross_entropy(&self, targets: &Ids<B>) -> Result<Self> {
         if self.rank() != 2 || targets.shape() != [self.shape()[0]] || self.shape()[0] == 0 || self.shape()[1] == 0 {

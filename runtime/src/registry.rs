@@ -17,7 +17,7 @@ use serde_json::Value;
 #[doc(hidden)]
 macro_rules! for_each_model {
     ($mac:ident ! ( $($args:tt)* )) => {
-        $crate::$mac!($($args)* ; CellToken, CellularTransformer, Gpt)
+        $crate::$mac!($($args)* ; CellToken, CellularTransformer, Gpt, SynapticGpt)
     };
 }
 

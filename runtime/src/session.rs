@@ -48,6 +48,9 @@ pub trait Session: Send {
     fn step(&self) -> u64;
     /// Trainable scalars.
     fn num_params(&self) -> usize;
+    /// Scalars of model state that is not trained by gradients (buffers: Hebbian weights,
+    /// traces, running statistics).
+    fn num_buffer_values(&self) -> usize;
     /// Tokenizer of the training data.
     fn tokenizer(&self) -> &Tokenizer;
     /// Where the data came from.
@@ -169,7 +172,7 @@ where
 }
 
 /// Statistics a model reports about one pass (see [`StepStats::model_stats`]).
-pub type ModelStats = Vec<(&'static str, f64)>;
+pub type ModelStats = Vec<(String, f64)>;
 
 impl StepStats {
     /// A core step record with the wall time since `started`.
@@ -228,6 +231,11 @@ where
     }
     fn num_params(&self) -> usize {
         self.model.num_params()
+    }
+    fn num_buffer_values(&self) -> usize {
+        let mut n = 0;
+        self.model.for_each_buffer(&mut |_, b| n += b.numel());
+        n
     }
     fn tokenizer(&self) -> &Tokenizer {
         &self.data.tokenizer

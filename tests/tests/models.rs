@@ -109,7 +109,7 @@ fn pruning_masks_blocks_and_is_logged() {
     let mut ctx = ForwardCtx::eval();
     let logits = m.forward(&ids, &mut ctx).unwrap();
     assert!(logits.to_vec().unwrap().iter().all(|v| v.is_finite()));
-    let stats: std::collections::HashMap<_, _> = ctx.stats().iter().copied().collect();
+    let stats: std::collections::HashMap<_, _> = ctx.stats().iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let alive = stats["alive_blocks"];
     assert!((0.0..1.0).contains(&alive), "alive fraction {alive}");
     assert!(stats["alive_tokens"] >= alive);

@@ -432,6 +432,9 @@ impl<B: Backend> Backend for Autodiff<B> {
     fn softmax(x: AdTensor<B>) -> Result<AdTensor<B>> {
         ops::softmax(x)
     }
+    fn detach(x: AdTensor<B>) -> AdTensor<B> {
+        AdTensor::constant(x.primal)
+    }
 }
 
 /// The nn op family on the autodiff backend: every forward forwards to `B`'s fused kernel and

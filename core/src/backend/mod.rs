@@ -204,6 +204,12 @@ pub trait Backend: Sized + Clone + Copy + Default + Send + Sync + Debug + 'stati
         composite::pad::<Self>(x, axis, before, after)
     }
 
+    /// The same values with no gradient history (a stop-gradient; the identity on backends
+    /// that record no gradients).
+    fn detach(x: Self::Tensor) -> Self::Tensor {
+        x
+    }
+
     // ---- elementwise -----------------------------------------------------------------
     /// `y = f(x)` elementwise.
     fn unary(op: Unary, x: Self::Tensor) -> Result<Self::Tensor>;

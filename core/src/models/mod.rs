@@ -13,10 +13,12 @@ use serde::Serialize;
 pub mod cell_token;
 pub mod cellular_transformer;
 pub mod gpt;
+pub mod synaptic_gpt;
 
 pub use cell_token::{CellToken, CellTokenConfig};
 pub use cellular_transformer::{CellularTransformer, CellularTransformerConfig};
 pub use gpt::{Gpt, GptConfig};
+pub use synaptic_gpt::{SynapticGpt, SynapticGptConfig};
 
 /// A named configuration of a model and of its training run.
 #[derive(Debug, Clone)]

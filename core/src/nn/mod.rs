@@ -21,7 +21,9 @@ pub mod param;
 pub use attention::{Mlp, SelfAttention};
 pub use block::Block;
 pub use layers::{dropout, Embedding, Init, LayerNorm, Linear, RmsNorm};
-pub use param::{ModuleField, Param, ParamId, ParamIds, ParamVisitor, ParamVisitorMut};
+pub use param::{
+    Buffer, BufferVisitor, BufferVisitorMut, ModuleField, Param, ParamId, ParamIds, ParamVisitor, ParamVisitorMut,
+};
 
 /// Something with parameters. Implement it with [`module!`](crate::module), which lists the
 /// parameter fields once and writes both walks.
@@ -30,6 +32,20 @@ pub trait Module<B: Backend> {
     fn visit_params(&self, v: &mut dyn ParamVisitor<B>);
     /// Walks every parameter (mutable access), with `enter`/`exit` around submodules.
     fn visit_params_mut(&mut self, v: &mut dyn ParamVisitorMut<B>);
+
+    /// Walks every buffer (shared access).
+    fn visit_buffers(&self, _v: &mut dyn BufferVisitor<B>) {}
+    /// Walks every buffer (mutable access).
+    fn visit_buffers_mut(&mut self, _v: &mut dyn BufferVisitorMut<B>) {}
+
+    /// Calls `f(path, buffer)` for every buffer, in visit order.
+    fn for_each_buffer(&self, f: &mut dyn FnMut(&str, &Buffer<B>)) {
+        self.visit_buffers(&mut param::Paths::new(f));
+    }
+    /// Calls `f(path, buffer)` with mutable access for every buffer, in visit order.
+    fn for_each_buffer_mut(&mut self, f: &mut dyn FnMut(&str, &mut Buffer<B>)) {
+        self.visit_buffers_mut(&mut param::Paths::new(f));
+    }
 
     /// Calls `f(path, param)` for every parameter, in visit order.
     fn for_each_param(&self, f: &mut dyn FnMut(&str, &Param<B>)) {
@@ -161,7 +177,7 @@ pub struct ForwardCtx {
     pub train: bool,
     key: RngKey,
     counter: u64,
-    stats: Vec<(&'static str, f64)>,
+    stats: Vec<(String, f64)>,
 }
 
 impl ForwardCtx {
@@ -174,11 +190,11 @@ impl ForwardCtx {
         Self { train: false, key: RngKey::default(), counter: 0, stats: Vec::new() }
     }
     /// Records a named statistic of this pass.
-    pub fn log(&mut self, name: &'static str, value: f64) {
-        self.stats.push((name, value));
+    pub fn log(&mut self, name: impl Into<String>, value: f64) {
+        self.stats.push((name.into(), value));
     }
     /// The statistics recorded so far, in order.
-    pub fn stats(&self) -> &[(&'static str, f64)] {
+    pub fn stats(&self) -> &[(String, f64)] {
         &self.stats
     }
     /// A fresh key for the next random site.

@@ -97,6 +97,75 @@ impl<B: Backend> core::ops::Deref for Param<B> {
     }
 }
 
+/// A tensor of model state that is not trained by gradients (Hebbian fast weights, traces,
+/// running statistics): saved in checkpoints by path (role `Buffer`), walked by
+/// [`Module::visit_buffers`], never seen by the optimiser. Dereferences to the tensor.
+///
+/// A forward pass may *stage* a new value (from `&self`); the trainer commits every staged
+/// value after a successful optimiser step and discards them when the step fails, so a
+/// buffer changes only with a step that went through.
+pub struct Buffer<B: Backend> {
+    value: Tensor<B>,
+    staged: spin::Mutex<Option<Tensor<B>>>,
+}
+
+impl<B: Backend> Clone for Buffer<B> {
+    fn clone(&self) -> Self {
+        Self { value: self.value.clone(), staged: spin::Mutex::new(self.staged.lock().clone()) }
+    }
+}
+
+impl<B: Backend> fmt::Debug for Buffer<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buffer({:?}, staged: {})", self.value.shape(), self.staged.lock().is_some())
+    }
+}
+
+impl<B: Backend> Buffer<B> {
+    /// A buffer holding `value`.
+    pub fn new(value: Tensor<B>) -> Self {
+        Self { value, staged: spin::Mutex::new(None) }
+    }
+    /// Its committed value.
+    pub fn value(&self) -> &Tensor<B> {
+        &self.value
+    }
+    /// Replaces the committed value (and drops a staged one).
+    pub fn set(&mut self, value: Tensor<B>) {
+        self.value = value;
+        *self.staged.get_mut() = None;
+    }
+    /// Stages `value` to become the buffer's value at the next [`Buffer::commit`].
+    pub fn stage(&self, value: Tensor<B>) {
+        *self.staged.lock() = Some(value);
+    }
+    /// The staged value, if any.
+    pub fn staged(&self) -> Option<Tensor<B>> {
+        self.staged.lock().clone()
+    }
+    /// Makes the staged value (if any) the value; returns whether there was one.
+    pub fn commit(&mut self) -> bool {
+        match self.staged.get_mut().take() {
+            Some(v) => {
+                self.value = v;
+                true
+            }
+            None => false,
+        }
+    }
+    /// Drops a staged value.
+    pub fn discard(&mut self) {
+        *self.staged.get_mut() = None;
+    }
+}
+
+impl<B: Backend> core::ops::Deref for Buffer<B> {
+    type Target = Tensor<B>;
+    fn deref(&self) -> &Tensor<B> {
+        &self.value
+    }
+}
+
 /// The deterministic id counter a model owns: ids `0, 1, 2, …` in the order they are handed
 /// out, never reused. Saved in checkpoints so that a resumed run hands out the same ids as an
 /// uninterrupted one.
@@ -158,13 +227,38 @@ pub trait ParamVisitorMut<B: Backend> {
     fn param(&mut self, name: &str, p: &mut Param<B>);
 }
 
-/// A field of a module that holds parameters: a [`Param`], a submodule, or an `Option`/`Vec`
-/// of them. [`module!`](crate::module) implements it for each module it declares.
+/// Walks the buffers of a module (shared access).
+pub trait BufferVisitor<B: Backend> {
+    /// Entering submodule (or list element) `name`.
+    fn enter(&mut self, _name: &str) {}
+    /// Leaving the submodule entered last.
+    fn exit(&mut self) {}
+    /// Buffer `name` of the current submodule.
+    fn buffer(&mut self, name: &str, b: &Buffer<B>);
+}
+
+/// Walks the buffers of a module (mutable access).
+pub trait BufferVisitorMut<B: Backend> {
+    /// Entering submodule (or list element) `name`.
+    fn enter(&mut self, _name: &str) {}
+    /// Leaving the submodule entered last.
+    fn exit(&mut self) {}
+    /// Buffer `name` of the current submodule.
+    fn buffer(&mut self, name: &str, b: &mut Buffer<B>);
+}
+
+/// A field of a module that holds parameters or buffers: a [`Param`], a [`Buffer`], a
+/// submodule, or an `Option`/`Vec` of them. [`module!`](crate::module) implements it for each
+/// module it declares.
 pub trait ModuleField<B: Backend> {
-    /// Visits this field, called `name` in its parent.
+    /// Visits this field's parameters, the field called `name` in its parent.
     fn visit_field(&self, name: &str, v: &mut dyn ParamVisitor<B>);
-    /// Visits this field mutably.
+    /// Visits this field's parameters mutably.
     fn visit_field_mut(&mut self, name: &str, v: &mut dyn ParamVisitorMut<B>);
+    /// Visits this field's buffers.
+    fn visit_field_buffers(&self, _name: &str, _v: &mut dyn BufferVisitor<B>) {}
+    /// Visits this field's buffers mutably.
+    fn visit_field_buffers_mut(&mut self, _name: &str, _v: &mut dyn BufferVisitorMut<B>) {}
 }
 
 impl<B: Backend> ModuleField<B> for Param<B> {
@@ -173,6 +267,17 @@ impl<B: Backend> ModuleField<B> for Param<B> {
     }
     fn visit_field_mut(&mut self, name: &str, v: &mut dyn ParamVisitorMut<B>) {
         v.param(name, self);
+    }
+}
+
+impl<B: Backend> ModuleField<B> for Buffer<B> {
+    fn visit_field(&self, _name: &str, _v: &mut dyn ParamVisitor<B>) {}
+    fn visit_field_mut(&mut self, _name: &str, _v: &mut dyn ParamVisitorMut<B>) {}
+    fn visit_field_buffers(&self, name: &str, v: &mut dyn BufferVisitor<B>) {
+        v.buffer(name, self);
+    }
+    fn visit_field_buffers_mut(&mut self, name: &str, v: &mut dyn BufferVisitorMut<B>) {
+        v.buffer(name, self);
     }
 }
 
@@ -185,6 +290,16 @@ impl<B: Backend, T: ModuleField<B>> ModuleField<B> for Option<T> {
     fn visit_field_mut(&mut self, name: &str, v: &mut dyn ParamVisitorMut<B>) {
         if let Some(t) = self {
             t.visit_field_mut(name, v);
+        }
+    }
+    fn visit_field_buffers(&self, name: &str, v: &mut dyn BufferVisitor<B>) {
+        if let Some(t) = self {
+            t.visit_field_buffers(name, v);
+        }
+    }
+    fn visit_field_buffers_mut(&mut self, name: &str, v: &mut dyn BufferVisitorMut<B>) {
+        if let Some(t) = self {
+            t.visit_field_buffers_mut(name, v);
         }
     }
 }
@@ -202,6 +317,20 @@ impl<B: Backend, T: ModuleField<B>> ModuleField<B> for Vec<T> {
         v.enter(name);
         for (i, t) in self.iter_mut().enumerate() {
             t.visit_field_mut(&alloc::format!("{i}"), v);
+        }
+        v.exit();
+    }
+    fn visit_field_buffers(&self, name: &str, v: &mut dyn BufferVisitor<B>) {
+        v.enter(name);
+        for (i, t) in self.iter().enumerate() {
+            t.visit_field_buffers(&alloc::format!("{i}"), v);
+        }
+        v.exit();
+    }
+    fn visit_field_buffers_mut(&mut self, name: &str, v: &mut dyn BufferVisitorMut<B>) {
+        v.enter(name);
+        for (i, t) in self.iter_mut().enumerate() {
+            t.visit_field_buffers_mut(&alloc::format!("{i}"), v);
         }
         v.exit();
     }
@@ -249,6 +378,30 @@ impl<B: Backend, F: FnMut(&str, &Param<B>)> ParamVisitor<B> for Paths<F> {
     }
 }
 
+impl<B: Backend, F: FnMut(&str, &Buffer<B>)> BufferVisitor<B> for Paths<F> {
+    fn enter(&mut self, name: &str) {
+        self.push(name);
+    }
+    fn exit(&mut self) {
+        self.pop();
+    }
+    fn buffer(&mut self, name: &str, b: &Buffer<B>) {
+        self.with(name, |path, f| f(path, b));
+    }
+}
+
+impl<B: Backend, F: FnMut(&str, &mut Buffer<B>)> BufferVisitorMut<B> for Paths<F> {
+    fn enter(&mut self, name: &str) {
+        self.push(name);
+    }
+    fn exit(&mut self) {
+        self.pop();
+    }
+    fn buffer(&mut self, name: &str, b: &mut Buffer<B>) {
+        self.with(name, |path, f| f(path, b));
+    }
+}
+
 impl<B: Backend, F: FnMut(&str, &mut Param<B>)> ParamVisitorMut<B> for Paths<F> {
     fn enter(&mut self, name: &str) {
         self.push(name);
@@ -261,10 +414,10 @@ impl<B: Backend, F: FnMut(&str, &mut Param<B>)> ParamVisitorMut<B> for Paths<F> 
     }
 }
 
-/// Declares the parameter fields of a module once and implements [`Module`] (both walks) and
-/// [`ModuleField`] for it. Fields are listed in visit order; `field => "name"` shows a field
-/// under another name in paths; fields not listed (configuration, constants) are not
-/// parameters.
+/// Declares the parameter and buffer fields of a module once and implements [`Module`] (the
+/// parameter and buffer walks) and [`ModuleField`] for it. Fields are listed in visit order;
+/// `field => "name"` shows a field under another name in paths; fields not listed
+/// (configuration, constants) are neither parameters nor buffers.
 ///
 /// ```ignore
 /// protocell_core::module!(LayerNorm { gamma => "weight", beta => "bias" });
@@ -282,6 +435,14 @@ macro_rules! module {
                 $( $crate::nn::ModuleField::<B>::visit_field_mut(
                     &mut self.$field, $crate::module!(@name $field $($name)?), _v); )*
             }
+            fn visit_buffers(&self, _v: &mut dyn $crate::nn::BufferVisitor<B>) {
+                $( $crate::nn::ModuleField::<B>::visit_field_buffers(
+                    &self.$field, $crate::module!(@name $field $($name)?), _v); )*
+            }
+            fn visit_buffers_mut(&mut self, _v: &mut dyn $crate::nn::BufferVisitorMut<B>) {
+                $( $crate::nn::ModuleField::<B>::visit_field_buffers_mut(
+                    &mut self.$field, $crate::module!(@name $field $($name)?), _v); )*
+            }
         }
         impl<B: $crate::backend::Backend> $crate::nn::ModuleField<B> for $ty<B> {
             fn visit_field(&self, name: &str, v: &mut dyn $crate::nn::ParamVisitor<B>) {
@@ -292,6 +453,16 @@ macro_rules! module {
             fn visit_field_mut(&mut self, name: &str, v: &mut dyn $crate::nn::ParamVisitorMut<B>) {
                 v.enter(name);
                 $crate::nn::Module::<B>::visit_params_mut(self, v);
+                v.exit();
+            }
+            fn visit_field_buffers(&self, name: &str, v: &mut dyn $crate::nn::BufferVisitor<B>) {
+                v.enter(name);
+                $crate::nn::Module::<B>::visit_buffers(self, v);
+                v.exit();
+            }
+            fn visit_field_buffers_mut(&mut self, name: &str, v: &mut dyn $crate::nn::BufferVisitorMut<B>) {
+                v.enter(name);
+                $crate::nn::Module::<B>::visit_buffers_mut(self, v);
                 v.exit();
             }
         }

@@ -129,9 +129,6 @@ pub struct SynapticConfig {
     pub bdnf_scale: f64,
     /// BDNF ceiling.
     pub bdnf_max: f64,
-    /// Hebbian writes also during evaluation and generation (online learning at inference).
-    /// Off by default: evaluation and generation leave every weight as it was.
-    pub online_plasticity: bool,
 }
 
 impl Default for SynapticConfig {
@@ -182,7 +179,6 @@ impl Default for SynapticConfig {
             bdnf_tau: 0.985,
             bdnf_scale: 1.0,
             bdnf_max: 10.0,
-            online_plasticity: false,
         }
     }
 }

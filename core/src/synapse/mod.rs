@@ -19,10 +19,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 pub mod config;
+pub mod post;
 pub mod scalar;
 pub mod scan;
 
 pub use config::{PresynMode, SynapticConfig};
+pub use post::SynapticLinear;
 
 type T<B> = <B as Backend>::Tensor;
 

@@ -50,6 +50,20 @@ pub fn model_checkpoint<B: Backend, M: LanguageModel<B>>(model: &M, tokenizer: &
     for p in export_params::<B, M>(model)? {
         ck.push(TensorRecord::f32(Role::Param, Some(p.id.0), p.path, p.value.shape, p.value.data))?;
     }
+    let mut err = None;
+    model.for_each_buffer(&mut |path, b| {
+        if err.is_some() {
+            return;
+        }
+        let r =
+            b.to_vec().and_then(|data| ck.push(TensorRecord::f32(Role::Buffer, None, path, b.shape().to_vec(), data)));
+        if let Err(e) = r {
+            err = Some(e);
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
     ck.put("model", 1, false, &ModelSection { next_param_id: model.param_ids().next() })?;
     Ok(ck)
 }
@@ -71,6 +85,7 @@ pub fn load_model<B: Backend, M: LanguageModel<B>>(ck: &Checkpoint, dev: &B::Dev
         params.insert(t.path.clone(), (t.id.map(ParamId), value));
     }
     import_params::<B, M>(&mut model, &params, dev)?;
+    import_buffers::<B, M>(&mut model, ck, dev)?;
     let section: Option<ModelSection> = ck.get("model", 1)?;
     let mut ids = match &section {
         Some(s) => ParamIds::starting_at(s.next_param_id),
@@ -93,6 +108,51 @@ pub fn load_model<B: Backend, M: LanguageModel<B>>(ck: &Checkpoint, dev: &B::Dev
         )));
     }
     Ok(model)
+}
+
+/// Replaces every buffer of `model` with the `Role::Buffer` tensor at its path. A version-1
+/// file has no buffers (its models had none): the model's own initial values stay. In a
+/// version-2 file every buffer must be present with its shape, and no other buffer may be.
+/// Nothing changes on an error.
+fn import_buffers<B: Backend, M: Module<B>>(model: &mut M, ck: &Checkpoint, dev: &B::Device) -> Result<()> {
+    let mut staged = Vec::new();
+    let mut err = None;
+    model.for_each_buffer(&mut |path, b| {
+        if err.is_some() {
+            return;
+        }
+        match ck.tensor(Role::Buffer, path) {
+            None if ck.version == 1 => staged.push(None),
+            None => err = Some(Error::Checkpoint(format!("buffer {path} is missing"))),
+            Some(t) if t.shape != b.shape() => {
+                err = Some(Error::Checkpoint(format!(
+                    "buffer {path} has shape {:?}, the model expects {:?}",
+                    t.shape,
+                    b.shape()
+                )))
+            }
+            Some(t) => match t.data.as_f32().map(|d| Tensor::<B>::from_f32(d, &t.shape, dev)) {
+                Some(Ok(v)) => staged.push(Some(v)),
+                Some(Err(e)) => err = Some(e),
+                None => err = Some(Error::Checkpoint(format!("buffer {path} is not f32"))),
+            },
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let stored = ck.tensors().iter().filter(|t| t.role == Role::Buffer).count();
+    let used = staged.iter().filter(|s| s.is_some()).count();
+    if used != stored {
+        return Err(Error::Checkpoint(format!("the checkpoint holds {stored} buffers, {used} of them in this model")));
+    }
+    let mut it = staged.into_iter();
+    model.for_each_buffer_mut(&mut |_, b| {
+        if let Some(Some(v)) = it.next() {
+            b.set(v);
+        }
+    });
+    Ok(())
 }
 
 /// Writes `trainer`'s optimiser (settings, step counts, moments of `model`'s parameters)

@@ -19,6 +19,7 @@ use crate::optim::AdamW;
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::Serialize;
 
@@ -41,7 +42,7 @@ pub struct StepRecord {
     /// Tokens in the batch.
     pub tokens: u64,
     /// Statistics the model reported about the pass (e.g. the alive fraction of cells).
-    pub model_stats: Vec<(&'static str, f64)>,
+    pub model_stats: Vec<(String, f64)>,
 }
 
 /// Optimiser, schedule, step count and lifecycle log of one model's training.
@@ -85,9 +86,32 @@ impl<B: Backend> Trainer<B> {
 
     /// One training step with a caller-defined loss: `loss(model, ctx)` builds a one-element
     /// loss on the autodiff backend (`ctx` is in training mode with dropout keyed by
-    /// `dropout`). A non-finite loss or gradient, or any failure, leaves the model and the
-    /// trainer as they were.
+    /// `dropout`). Order: forward (layers may stage new buffer values, e.g. Hebbian writes),
+    /// backward, optimiser update of the parameters, then every staged buffer value is
+    /// committed. A non-finite loss or gradient, or any failure, leaves the model (parameters
+    /// and buffers) and the trainer as they were.
     pub fn step_with<AB, M>(
+        &mut self,
+        model: &mut M,
+        dropout: RngKey,
+        loss: impl FnOnce(&M, &mut ForwardCtx) -> Result<Tensor<AB>>,
+    ) -> Result<StepRecord>
+    where
+        AB: AutodiffBackend<Inner = B>,
+        M: Module<AB> + ?Sized,
+    {
+        let r = self.step_inner::<AB, M>(model, dropout, loss);
+        model.for_each_buffer_mut(&mut |_, b| {
+            if r.is_ok() {
+                b.commit();
+            } else {
+                b.discard();
+            }
+        });
+        r
+    }
+
+    fn step_inner<AB, M>(
         &mut self,
         model: &mut M,
         dropout: RngKey,
