@@ -47,81 +47,204 @@ fn ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     out
 }
 
-fn label(v: f64) -> String {
-    if (v - v.round()).abs() < 1e-9 * v.abs().max(1.0) || v.abs() >= 1000.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
+/// A tick label with as many decimals as the tick spacing `step` needs.
+fn label(v: f64, step: f64) -> String {
+    let decimals = if step > 0.0 { (-step.log10().floor()).max(0.0) as usize } else { 2 };
+    if decimals > 6 {
+        return format!("{v:.1e}");
     }
+    format!("{v:.decimals$}")
 }
 
-/// Writes `path` with the training curve (blue line) and validation points (orange).
-pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)], title: &str) -> Result<()> {
-    let (w, h) = (800i32, 500i32);
+/// Labels for `ticks`.
+fn labels(ticks: &[f64]) -> Vec<String> {
+    let step = if ticks.len() > 1 { ticks[1] - ticks[0] } else { 1.0 };
+    ticks.iter().map(|&t| label(t, step)).collect()
+}
+
+/// How a series is drawn.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Mark {
+    /// Connected line.
+    Line,
+    /// Filled dots.
+    Dots,
+}
+
+/// One named series of `(x, y)` points.
+pub(crate) struct Series {
+    pub(crate) name: String,
+    pub(crate) mark: Mark,
+    pub(crate) points: Vec<(f64, f64)>,
+}
+
+/// One chart: title, axis labels, series.
+pub(crate) struct Panel {
+    pub(crate) title: String,
+    pub(crate) x_label: String,
+    pub(crate) y_label: String,
+    pub(crate) series: Vec<Series>,
+}
+
+const PALETTE: [(u8, u8, u8); 8] = [
+    (31, 119, 180),
+    (230, 110, 20),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+];
+
+/// Draws `panel` into the rectangle `(x, y, w, h)` of `c`: grid, ticks, frame, title, axis
+/// labels, series and a legend.
+fn draw_panel(c: &mut Canvas, (ox, oy, w, h): (i32, i32, i32, i32), panel: &Panel) {
     let (left, right, top, bottom) = (70, 20, 40, 50);
-    let mut c = Canvas(RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255])));
-    let pts: Vec<&(f64, f64)> = train.iter().chain(val).filter(|p| p.1.is_finite()).collect();
+    let pts: Vec<&(f64, f64)> = panel.series.iter().flat_map(|s| s.points.iter()).filter(|p| p.1.is_finite()).collect();
     let (x0, x1) = (0.0, pts.iter().map(|p| p.0).fold(1.0, f64::max));
     let y_lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let y_hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
     let (y0, y1) =
         if y_lo.is_finite() { (y_lo.min(y_hi - 1e-3).max(0.0) * 0.95, y_hi * 1.02 + 1e-3) } else { (0.0, 1.0) };
-    let px = |x: f64| left + ((x - x0) / (x1 - x0) * (w - left - right) as f64) as i32;
-    let py = |y: f64| h - bottom - ((y - y0) / (y1 - y0) * (h - top - bottom) as f64) as i32;
+    let px = |x: f64| ox + left + ((x - x0) / (x1 - x0) * (w - left - right) as f64) as i32;
+    let py = |y: f64| oy + h - bottom - ((y - y0) / (y1 - y0) * (h - top - bottom) as f64) as i32;
     let black = Rgb888::new(40, 40, 40);
     let grid = Rgb888::new(225, 225, 225);
     let font = MonoTextStyle::new(&FONT_7X13, black);
     let center = TextStyleBuilder::new().alignment(Alignment::Center).baseline(Baseline::Top).build();
     let rightal = TextStyleBuilder::new().alignment(Alignment::Right).baseline(Baseline::Middle).build();
-    for t in ticks(x0, x1, 8) {
-        let x = px(t);
-        let _ = Line::new(Point::new(x, top), Point::new(x, h - bottom))
+    let xt = ticks(x0, x1, 8);
+    for (t, l) in xt.iter().zip(labels(&xt)) {
+        let x = px(*t);
+        let _ = Line::new(Point::new(x, oy + top), Point::new(x, oy + h - bottom))
             .into_styled(PrimitiveStyle::with_stroke(grid, 1))
-            .draw(&mut c);
-        let _ = Text::with_text_style(&label(t), Point::new(x, h - bottom + 6), font, center).draw(&mut c);
+            .draw(c);
+        let _ = Text::with_text_style(&l, Point::new(x, oy + h - bottom + 6), font, center).draw(c);
     }
-    for t in ticks(y0, y1, 6) {
-        let y = py(t);
-        let _ = Line::new(Point::new(left, y), Point::new(w - right, y))
+    let yt = ticks(y0, y1, 6);
+    for (t, l) in yt.iter().zip(labels(&yt)) {
+        let y = py(*t);
+        let _ = Line::new(Point::new(ox + left, y), Point::new(ox + w - right, y))
             .into_styled(PrimitiveStyle::with_stroke(grid, 1))
-            .draw(&mut c);
-        let _ = Text::with_text_style(&label(t), Point::new(left - 6, y), font, rightal).draw(&mut c);
+            .draw(c);
+        let _ = Text::with_text_style(&l, Point::new(ox + left - 6, y), font, rightal).draw(c);
     }
-    let _ = Rectangle::new(Point::new(left, top), Size::new((w - left - right) as u32, (h - top - bottom) as u32))
-        .into_styled(PrimitiveStyle::with_stroke(black, 1))
-        .draw(&mut c);
-    let _ = Text::with_text_style(title, Point::new(w / 2, 12), font, center).draw(&mut c);
-    let _ = Text::with_text_style("step", Point::new(w / 2, h - 22), font, center).draw(&mut c);
-    let _ = Text::new("loss (nats/token)", Point::new(8, top - 8), font).draw(&mut c);
-    let blue = Rgb888::new(31, 119, 180);
-    let orange = Rgb888::new(230, 110, 20);
-    let line = PrimitiveStyle::with_stroke(blue, 2);
-    for p in train.windows(2) {
-        if p[0].1.is_finite() && p[1].1.is_finite() {
-            let _ = Line::new(Point::new(px(p[0].0), py(p[0].1)), Point::new(px(p[1].0), py(p[1].1)))
-                .into_styled(line)
-                .draw(&mut c);
+    let _ = Rectangle::new(
+        Point::new(ox + left, oy + top),
+        Size::new((w - left - right) as u32, (h - top - bottom) as u32),
+    )
+    .into_styled(PrimitiveStyle::with_stroke(black, 1))
+    .draw(c);
+    let _ = Text::with_text_style(&panel.title, Point::new(ox + w / 2, oy + 12), font, center).draw(c);
+    let _ = Text::with_text_style(&panel.x_label, Point::new(ox + w / 2, oy + h - 22), font, center).draw(c);
+    let _ = Text::new(&panel.y_label, Point::new(ox + 8, oy + top - 8), font).draw(c);
+    for (i, s) in panel.series.iter().enumerate() {
+        let (r, g, b) = PALETTE[i % PALETTE.len()];
+        let color = Rgb888::new(r, g, b);
+        let line = PrimitiveStyle::with_stroke(color, 2);
+        match s.mark {
+            Mark::Line => {
+                for p in s.points.windows(2) {
+                    if p[0].1.is_finite() && p[1].1.is_finite() {
+                        let _ = Line::new(Point::new(px(p[0].0), py(p[0].1)), Point::new(px(p[1].0), py(p[1].1)))
+                            .into_styled(line)
+                            .draw(c);
+                    }
+                }
+            }
+            Mark::Dots => {
+                for p in s.points.iter().filter(|p| p.1.is_finite()) {
+                    let _ = Circle::with_center(Point::new(px(p.0), py(p.1)), 7)
+                        .into_styled(PrimitiveStyle::with_fill(color))
+                        .draw(c);
+                }
+            }
         }
+        // legend entry
+        let (lx, ly) = (ox + w - right - 150, oy + top + 14 + 18 * i as i32);
+        match s.mark {
+            Mark::Line => {
+                let _ = Line::new(Point::new(lx, ly), Point::new(lx + 24, ly)).into_styled(line).draw(c);
+            }
+            Mark::Dots => {
+                let _ = Circle::with_center(Point::new(lx + 12, ly), 7)
+                    .into_styled(PrimitiveStyle::with_fill(color))
+                    .draw(c);
+            }
+        }
+        let _ = Text::new(&s.name, Point::new(lx + 30, ly + 4), font).draw(c);
     }
-    for p in val.iter().filter(|p| p.1.is_finite()) {
-        let _ = Circle::with_center(Point::new(px(p.0), py(p.1)), 7)
-            .into_styled(PrimitiveStyle::with_fill(orange))
-            .draw(&mut c);
+}
+
+/// Writes `panels` as one PNG, `cols` charts per row, each 800 × 500 pixels.
+pub(crate) fn write_panels(path: &Path, panels: &[Panel], cols: usize) -> Result<()> {
+    let (pw, ph) = (800i32, 500i32);
+    let cols = cols.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(cols).max(1);
+    let mut c =
+        Canvas(RgbImage::from_pixel(pw as u32 * cols as u32, ph as u32 * rows as u32, image::Rgb([255, 255, 255])));
+    for (i, p) in panels.iter().enumerate() {
+        let (x, y) = ((i % cols) as i32 * pw, (i / cols) as i32 * ph);
+        draw_panel(&mut c, (x, y, pw, ph), p);
     }
-    // legend
-    let lx = w - right - 150;
-    let _ = Line::new(Point::new(lx, top + 14), Point::new(lx + 24, top + 14)).into_styled(line).draw(&mut c);
-    let _ = Text::new("train", Point::new(lx + 30, top + 18), font).draw(&mut c);
-    let _ = Circle::with_center(Point::new(lx + 12, top + 32), 7)
-        .into_styled(PrimitiveStyle::with_fill(orange))
-        .draw(&mut c);
-    let _ = Text::new("validation", Point::new(lx + 30, top + 36), font).draw(&mut c);
     let mut bytes = Vec::new();
     c.0.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|e| Error::Io(format!("cannot encode PNG: {e}")))?;
     protocell_runtime::io::write_atomic(path, &bytes)
+}
+
+/// Writes `path` with the training curve (line) and validation points (dots).
+pub fn loss_curve(path: &Path, train: &[(f64, f64)], val: &[(f64, f64)], title: &str) -> Result<()> {
+    let panel = Panel {
+        title: title.to_string(),
+        x_label: "step".into(),
+        y_label: "loss (nats/token)".into(),
+        series: vec![
+            Series { name: "train".into(), mark: Mark::Line, points: train.to_vec() },
+            Series { name: "validation".into(), mark: Mark::Dots, points: val.to_vec() },
+        ],
+    };
+    write_panels(path, &[panel], 1)
+}
+
+/// Writes the per-layer vital signs logged as `l<layer>.<name>` (one chart per name, one line
+/// per layer) to `path`; returns false (writing nothing) when there are none.
+pub fn vitals(path: &Path, stats: &[(f64, Vec<(String, f64)>)], title: &str) -> Result<bool> {
+    let mut by_name: std::collections::BTreeMap<String, std::collections::BTreeMap<usize, Vec<(f64, f64)>>> =
+        Default::default();
+    for (step, s) in stats {
+        for (name, v) in s {
+            let Some((layer, what)) = name.strip_prefix('l').and_then(|r| r.split_once('.')) else { continue };
+            let Ok(layer) = layer.parse::<usize>() else { continue };
+            by_name.entry(what.to_string()).or_default().entry(layer).or_default().push((*step, *v));
+        }
+    }
+    if by_name.is_empty() {
+        return Ok(false);
+    }
+    let units = |w: &str| match w {
+        "rrp" => "mean readily-releasable pool (vesicles)",
+        "reserve" => "mean reserve pool (vesicles)",
+        "calcium" => "mean presynaptic calcium",
+        "energy" => "mean presynaptic energy",
+        "fast_norm" => "fast-weight norm |W_fast|",
+        _ => "value",
+    };
+    let panels: Vec<Panel> = by_name
+        .into_iter()
+        .map(|(what, layers)| Panel {
+            title: format!("{title}: {what}"),
+            x_label: "step".into(),
+            y_label: units(&what).into(),
+            series: layers
+                .into_iter()
+                .map(|(l, points)| Series { name: format!("layer {l}"), mark: Mark::Line, points })
+                .collect(),
+        })
+        .collect();
+    write_panels(path, &panels, 2)?;
+    Ok(true)
 }
 
 #[cfg(test)]

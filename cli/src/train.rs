@@ -110,6 +110,8 @@ struct Metrics {
     file: BufWriter<fs::File>,
     train: Vec<(f64, f64)>,
     val: Vec<(f64, f64)>,
+    /// Per step, the model's statistics (for the vitals chart).
+    model: Vec<(f64, Vec<(String, f64)>)>,
 }
 
 impl Metrics {
@@ -121,7 +123,7 @@ impl Metrics {
             .truncate(!append)
             .open(path)
             .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
-        Ok(Self { file: BufWriter::new(f), train: Vec::new(), val: Vec::new() })
+        Ok(Self { file: BufWriter::new(f), train: Vec::new(), val: Vec::new(), model: Vec::new() })
     }
     fn log(&mut self, v: Value) -> Result<()> {
         writeln!(self.file, "{v}").map_err(|e| Error::Io(e.to_string()))
@@ -226,9 +228,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
                               "tokens_per_s": stats.tokens as f64 / stats.seconds, "elapsed_s": t0.elapsed().as_secs_f64()});
         // model-specific statistics (e.g. the alive fractions of pruned cell blocks), averaged
         // over the forward passes of the step when a model logs a name more than once
-        for (name, value) in mean_stats(&stats.model_stats) {
+        let model_stats = mean_stats(&stats.model_stats);
+        for (name, value) in &model_stats {
             line[name.as_str()] = json!(value);
         }
+        metrics.model.push((stats.step as f64, model_stats));
         metrics.log(line)?;
         bar.inc(1);
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", stats.loss, train_tokens as f64 / train_secs));
@@ -252,7 +256,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     metrics.flush()?;
     save(session.as_ref(), &ckpt_path)?;
     let png = out.join("loss.png");
-    plot::loss_curve(&png, &metrics.train, &metrics.val, &format!("{} ({})", cfg.arch, cfg.preset))?;
+    let title = format!("{} ({})", cfg.arch, cfg.preset);
+    plot::loss_curve(&png, &metrics.train, &metrics.val, &title)?;
+    let vitals_png = out.join("vitals.png");
+    let vitals = plot::vitals(&vitals_png, &metrics.model, &title)?.then_some(vitals_png);
     let sample = if a.sample_tokens > 0 {
         let tok = session.tokenizer().clone();
         let prompt = tok.encode(&a.prompt)?;
@@ -271,7 +278,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
                 "model": cfg.arch, "preset": cfg.preset, "backend": device.to_string(), "params": session.num_params(),
                 "steps": session.step(), "final_loss": session.last_loss(), "val_loss": val, "tokens_per_s": tps,
                 "train_seconds": train_secs, "peak_rss_bytes": rss, "peak_tensor_bytes": mem.map(|m| m.peak_bytes),
-                "checkpoint": ckpt_path, "metrics": out.join("metrics.jsonl"), "loss_png": png, "sample": sample,
+                "checkpoint": ckpt_path, "metrics": out.join("metrics.jsonl"), "loss_png": png, "vitals_png": vitals, "sample": sample,
             })
         );
     } else {
@@ -285,6 +292,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         println!("checkpoint   {}", ckpt_path.display());
         println!("metrics      {}", out.join("metrics.jsonl").display());
         println!("loss curve   {}", png.display());
+        if let Some(v) = &vitals {
+            println!("vitals       {}", v.display());
+        }
         if let Some(s) = sample {
             println!("--- sample ---\n{s}");
         }

@@ -322,3 +322,34 @@ fn epgl_grid_writes_gif_png_and_metrics() {
     let bad = bin().args(["sim", "epgl-grid", "--backend", "cuda", "--out"]).arg(tmp("grid-cuda")).output().unwrap();
     fails_with(&bad, "cuda");
 }
+
+/// The synaptic GPT trains from the command line and draws its vitals (per-layer pools,
+/// calcium, energy, fast-weight norm) next to the loss curve; a model without vitals draws none.
+#[test]
+fn synaptic_gpt_trains_and_draws_vitals() {
+    let dir = tmp("synaptic");
+    let o = bin()
+        .args(["train", "--model", "synaptic-gpt", "--preset", "tiny", "--steps", "6", "--json", "--quiet"])
+        .args(["--sample-tokens", "0", "--set", "train.data.corpus_bytes=20000", "--out"])
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    let png = std::fs::read(dir.join("run/vitals.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(v["vitals_png"].is_string(), "{v}");
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for k in ["l0.rrp", "l0.reserve", "l0.calcium", "l0.energy", "l0.fast_norm", "l1.rrp"] {
+        assert!(first[k].as_f64().is_some_and(f64::is_finite), "{k} missing: {first}");
+    }
+    let o = bin()
+        .arg("train")
+        .args(SMALL)
+        .args(["--steps", "2", "--json", "--quiet", "--sample-tokens", "0", "--out"])
+        .arg(dir.join("gpt"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert!(v["vitals_png"].is_null() && !dir.join("gpt/vitals.png").exists());
+}
