@@ -205,6 +205,14 @@ pub struct Edge<F> {
     pub q: F,
     /// Edge output `rel · q`.
     pub e: F,
+    /// `Syt′(c)`.
+    pub dsy: F,
+    /// `σ(3 Syt(c) + 2 PR − 2(CL + b_cpx))`.
+    pub sz: F,
+    /// `σ(d)`.
+    pub sd: F,
+    /// `σ(q_β(E − ½))`.
+    pub sq: F,
 }
 
 /// One edge from the key state `s` (pre-update) and the drive `d`; `valid` false gives zeros.
@@ -212,12 +220,15 @@ pub fn edge<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetics<F>
     let (c0, b0) = (s[C], s[BUF]);
     let xc = k.rho_c * c0 + k.alpha_ca * softplus(d) - k.alpha_on * c0 * (F::one() - b0) + k.alpha_off * b0;
     let c = xc.max(F::zero());
-    let (sy, _) = syt(c, k);
+    let (sy, dsy) = syt(c, k);
     let zp = f::<F>(3.0) * sy + f::<F>(2.0) * s[PR] - f::<F>(2.0) * (s[CL] + k.cpx_bias);
-    let p = clamp(sigmoid(zp) * sigmoid(d), F::zero(), F::one());
-    let q = sigmoid(k.qbeta * (s[E] - f(0.5))) * k.qmax;
+    let (sz, sd) = (sigmoid(zp), sigmoid(d));
+    let p = clamp(sz * sd, F::zero(), F::one());
+    let sq = sigmoid(k.qbeta * (s[E] - f(0.5)));
+    let q = sq * k.qmax;
+    let edge = Edge { xc, p, rel: F::zero(), q, e: F::zero(), dsy, sz, sd, sq };
     if !valid {
-        return Edge { xc, p, rel: F::zero(), q, e: F::zero() };
+        return edge;
     }
     let rel = match draw {
         Draw::Mean => p * s[RRP],
@@ -228,7 +239,7 @@ pub fn edge<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetics<F>
             clamp(n * ph + sd * xi, F::zero(), n)
         }
     };
-    Edge { xc, p, rel, q, e: rel * q }
+    Edge { rel, e: rel * q, ..edge }
 }
 
 /// Gradients of one edge with respect to its inputs.
@@ -242,15 +253,19 @@ pub struct EdgeGrad<F> {
 
 /// VJP of [`edge`] for upstream gradients `g_rel` (on `rel`) and `g_e` (on `e`).
 pub fn edge_vjp<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetics<F>, g_rel: F, g_e: F) -> EdgeGrad<F> {
-    let mut g = EdgeGrad { d: F::zero(), s: [F::zero(); STATE] };
     if !valid {
-        return g;
+        return EdgeGrad { d: F::zero(), s: [F::zero(); STATE] };
     }
-    let v = edge(s, d, valid, draw, k);
+    edge_vjp_at(s, draw, k, &edge(s, d, valid, draw, k), g_rel, g_e)
+}
+
+/// [`edge_vjp`] of a valid edge whose values `v` ([`edge`] of `s`, `d`, `draw`) are known.
+pub fn edge_vjp_at<F: Float>(s: &[F], draw: Draw<F>, k: &Kinetics<F>, v: &Edge<F>, g_rel: F, g_e: F) -> EdgeGrad<F> {
+    let mut g = EdgeGrad { d: F::zero(), s: [F::zero(); STATE] };
     let one = F::one();
     // e = rel·q
     let g_rel_tot = g_rel + g_e * v.q;
-    let sq = sigmoid(k.qbeta * (s[E] - f(0.5)));
+    let sq = v.sq;
     g.s[E] = g_e * v.rel * k.qbeta * sq * (one - sq) * k.qmax;
     // rel
     let g_p = match draw {
@@ -268,10 +283,7 @@ pub fn edge_vjp<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetic
         }
     };
     // p = σ(zp)·σ(d)
-    let c = v.xc.max(F::zero());
-    let (sy, dsy) = syt(c, k);
-    let zp = f::<F>(3.0) * sy + f::<F>(2.0) * s[PR] - f::<F>(2.0) * (s[CL] + k.cpx_bias);
-    let (sz, sd) = (sigmoid(zp), sigmoid(d));
+    let (sz, sd, dsy) = (v.sz, v.sd, v.dsy);
     let g_praw = g_p * inside(sz * sd, F::zero(), one);
     let g_zp = g_praw * sd * sz * (one - sz);
     g.d = g_praw * sz * sd * (one - sd);
@@ -285,100 +297,175 @@ pub fn edge_vjp<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetic
 }
 
 /// One step of a key's state (in place): `a` vesicles released from it, `dsum` the sum of the
-/// valid drives that reached it, `acc` whether one did.
+/// valid drives that reached it, `acc` whether one did. (One lane of [`keys_step`].)
 pub fn key_step<F: Float>(s: &mut [F], a: F, dsum: F, acc: bool, k: &Kinetics<F>) {
-    let one = F::one();
-    let (c, b) = (s[C], s[BUF]);
-    let influx = if acc { k.alpha_ca * softplus(dsum) } else { F::zero() };
-    s[C] = (k.rho_c * c + influx - k.alpha_on * c * (one - b) + k.alpha_off * b).max(F::zero());
-    s[BUF] = clamp(k.rho_b * b + k.alpha_on * c * (one - b) - k.alpha_off * b, F::zero(), one);
-    let rrp1 = (s[RRP] - a).max(F::zero());
-    let res1 = if k.delay > 0 {
-        let r = s[RES] + s[DELAY];
-        for i in 0..k.delay - 1 {
-            s[DELAY + i] = s[DELAY + i + 1];
-        }
-        s[DELAY + k.delay - 1] = k.rec * a;
-        r
-    } else {
-        s[RES]
-    };
-    let take = res1.min(one);
-    s[RES] = (res1 - k.prime * take).max(F::zero());
-    s[RRP] = clamp(rrp1 + k.prime * take, F::zero(), f(RRP_MAX));
-    let pr = s[PR];
-    s[PR] = clamp(pr * (one - k.unprime * a) + k.nsf * (one - pr), F::zero(), one);
-    s[CL] = clamp(f::<F>(0.995) * s[CL] + f(0.005) - k.unprime * a, F::zero(), one);
-    let e = s[E];
-    s[E] = clamp(e + k.fill * (k.emax - e) - k.use_ * a, F::zero(), k.emax);
+    let w = state_width(k.delay);
+    let (influx, _) = influx(dsum, acc, k);
+    keys_step(&mut s[..w], 1, 1, &[a], &[influx], k);
 }
 
 /// VJP of [`key_step`]: `s` is the state before the step, `g` holds the gradient with respect
 /// to the state after it and is overwritten with the gradient with respect to the state
-/// before it; returns `(∂/∂a, ∂/∂dsum)`.
+/// before it; returns `(∂/∂a, ∂/∂dsum)`. (One lane of [`keys_step_vjp`].)
 pub fn key_step_vjp<F: Float>(s: &[F], a: F, dsum: F, acc: bool, k: &Kinetics<F>, g: &mut [F]) -> (F, F) {
-    let one = F::one();
-    let zero = F::zero();
-    let (c, b) = (s[C], s[BUF]);
-    let (mut ga, mut gd) = (zero, zero);
-    let mut gs = [zero; STATE];
-    // C′
-    let influx = if acc { k.alpha_ca * softplus(dsum) } else { zero };
-    let xc = k.rho_c * c + influx - k.alpha_on * c * (one - b) + k.alpha_off * b;
-    let gxc = g[C] * inside(xc, zero, F::infinity());
-    gs[C] = gs[C] + gxc * (k.rho_c - k.alpha_on * (one - b));
-    gs[BUF] = gs[BUF] + gxc * (k.alpha_on * c + k.alpha_off);
+    let w = state_width(k.delay);
+    let (inf, dinf) = influx(dsum, acc, k);
+    let (mut ga, mut gd) = ([F::zero()], [F::zero()]);
+    keys_step_vjp(&s[..w], 1, 1, &[a], &[inf], &[dinf], &mut g[..w], &mut ga, &mut gd, k);
+    (ga[0], gd[0])
+}
+
+/// The calcium influx of a key whose valid drives sum to `dsum` (`α_ca·sp(dsum)` when one
+/// reached it, else 0) and its derivative with respect to `dsum`.
+pub fn influx<F: Float>(dsum: F, acc: bool, k: &Kinetics<F>) -> (F, F) {
     if acc {
-        gd = gxc * k.alpha_ca * sigmoid(dsum);
-    }
-    // BUF′
-    let xb = k.rho_b * b + k.alpha_on * c * (one - b) - k.alpha_off * b;
-    let gxb = g[BUF] * inside(xb, zero, one);
-    gs[BUF] = gs[BUF] + gxb * (k.rho_b - k.alpha_on * c - k.alpha_off);
-    gs[C] = gs[C] + gxb * k.alpha_on * (one - b);
-    // pools
-    let w = s[RRP] - a;
-    let rrp1 = w.max(zero);
-    let res1 = if k.delay > 0 { s[RES] + s[DELAY] } else { s[RES] };
-    let take = res1.min(one);
-    let y = rrp1 + k.prime * take;
-    let gy = g[RRP] * inside(y, zero, f(RRP_MAX));
-    let z = res1 - k.prime * take;
-    let gz = g[RES] * inside(z, zero, F::infinity());
-    let g_take = gy * k.prime - gz * k.prime;
-    let g_res1 = gz + g_take * inside(res1, -F::infinity(), one);
-    let gw = gy * inside(w, zero, F::infinity());
-    gs[RRP] = gs[RRP] + gw;
-    ga = ga - gw;
-    let mut g_delay_old = [zero; super::config::MAX_ENDO_DELAY];
-    if k.delay > 0 {
-        gs[RES] = gs[RES] + g_res1;
-        g_delay_old[0] = g_res1;
-        for i in 1..k.delay {
-            g_delay_old[i] = g[DELAY + i - 1];
-        }
-        ga = ga + g[DELAY + k.delay - 1] * k.rec;
+        (k.alpha_ca * softplus(dsum), k.alpha_ca * sigmoid(dsum))
     } else {
-        gs[RES] = gs[RES] + g_res1;
+        (F::zero(), F::zero())
     }
-    // PR′, CL′, E′
-    let pr = s[PR];
-    let xp = pr * (one - k.unprime * a) + k.nsf * (one - pr);
-    let gxp = g[PR] * inside(xp, zero, one);
-    gs[PR] = gs[PR] + gxp * (one - k.unprime * a - k.nsf);
-    ga = ga - gxp * pr * k.unprime;
-    let xl = f::<F>(0.995) * s[CL] + f(0.005) - k.unprime * a;
-    let gxl = g[CL] * inside(xl, zero, one);
-    gs[CL] = gs[CL] + gxl * f(0.995);
-    ga = ga - gxl * k.unprime;
-    let e = s[E];
-    let xe = e + k.fill * (k.emax - e) - k.use_ * a;
-    let gxe = g[E] * inside(xe, zero, k.emax);
-    gs[E] = gs[E] + gxe * (one - k.fill);
-    ga = ga - gxe * k.use_;
-    g[..STATE].copy_from_slice(&gs);
-    g[DELAY..DELAY + k.delay].copy_from_slice(&g_delay_old[..k.delay]);
-    (ga, gd)
+}
+
+/// The field slices of keys stored structure-of-arrays: field `f` of key `j` at `f·stride + j`.
+fn fields<F>(soa: &[F], stride: usize, n: usize) -> impl Iterator<Item = &[F]> {
+    soa.chunks(stride).map(move |c| &c[..n])
+}
+
+/// One step of `n` keys at once (see the module docs for the equations), their state stored
+/// structure-of-arrays with `stride` keys per field (`soa[f·stride + j]`), `a[j]` vesicles
+/// released from key `j` and `influx[j]` its calcium influx ([`influx`]). Each lane computes
+/// exactly what [`key_step`] computes; the loops vectorise.
+pub fn keys_step<F: Float>(soa: &mut [F], stride: usize, n: usize, a: &[F], influx: &[F], k: &Kinetics<F>) {
+    let (one, zero) = (F::one(), F::zero());
+    let (a, influx) = (&a[..n], &influx[..n]);
+    let (c, rest) = soa.split_at_mut(stride);
+    let (b, rest) = rest.split_at_mut(stride);
+    let (rrp, rest) = rest.split_at_mut(stride);
+    let (res, rest) = rest.split_at_mut(stride);
+    let (pr, rest) = rest.split_at_mut(stride);
+    let (cl, rest) = rest.split_at_mut(stride);
+    let (e, delay) = rest.split_at_mut(stride.min(rest.len()));
+    let (c, b) = (&mut c[..n], &mut b[..n]);
+    for j in 0..n {
+        let (cj, bj) = (c[j], b[j]);
+        c[j] = (k.rho_c * cj + influx[j] - k.alpha_on * cj * (one - bj) + k.alpha_off * bj).max(zero);
+        b[j] = clamp(k.rho_b * bj + k.alpha_on * cj * (one - bj) - k.alpha_off * bj, zero, one);
+    }
+    let (rrp, res) = (&mut rrp[..n], &mut res[..n]);
+    let d0: &[F] = if k.delay > 0 { &delay[..n] } else { &[] };
+    for j in 0..n {
+        let rrp1 = (rrp[j] - a[j]).max(zero);
+        let res1 = if k.delay > 0 { res[j] + d0[j] } else { res[j] };
+        let take = res1.min(one);
+        res[j] = (res1 - k.prime * take).max(zero);
+        rrp[j] = clamp(rrp1 + k.prime * take, zero, f(RRP_MAX));
+    }
+    if k.delay > 0 {
+        for i in 0..k.delay - 1 {
+            let (lo, hi) = delay.split_at_mut((i + 1) * stride);
+            lo[i * stride..i * stride + n].copy_from_slice(&hi[..n]);
+        }
+        let last = &mut delay[(k.delay - 1) * stride..(k.delay - 1) * stride + n];
+        for j in 0..n {
+            last[j] = k.rec * a[j];
+        }
+    }
+    let (pr, cl, e) = (&mut pr[..n], &mut cl[..n], &mut e[..n]);
+    for j in 0..n {
+        let p = pr[j];
+        pr[j] = clamp(p * (one - k.unprime * a[j]) + k.nsf * (one - p), zero, one);
+        cl[j] = clamp(f::<F>(0.995) * cl[j] + f(0.005) - k.unprime * a[j], zero, one);
+        let x = e[j];
+        e[j] = clamp(x + k.fill * (k.emax - x) - k.use_ * a[j], zero, k.emax);
+    }
+}
+
+/// VJP of [`keys_step`] for `n` keys: `pre` is their state before the step (structure of
+/// arrays, `stride` keys per field), `g` (same layout) holds the gradient with respect to the
+/// state after the step and is overwritten with the gradient with respect to `pre`;
+/// `ga[j]`, `gd[j]` receive `∂/∂a[j]` and `∂/∂dsum[j]` (`dinflux[j]` = ∂influx/∂dsum).
+#[allow(clippy::too_many_arguments)]
+pub fn keys_step_vjp<F: Float>(
+    pre: &[F],
+    stride: usize,
+    n: usize,
+    a: &[F],
+    influx: &[F],
+    dinflux: &[F],
+    g: &mut [F],
+    ga: &mut [F],
+    gd: &mut [F],
+    k: &Kinetics<F>,
+) {
+    let (one, zero) = (F::one(), F::zero());
+    let mut pf = fields(pre, stride, n);
+    let (c, b, rrp, res, pr, cl, e) = (
+        pf.next().unwrap(),
+        pf.next().unwrap(),
+        pf.next().unwrap(),
+        pf.next().unwrap(),
+        pf.next().unwrap(),
+        pf.next().unwrap(),
+        pf.next().unwrap(),
+    );
+    let d0 = pf.next();
+    let (gc, rest) = g.split_at_mut(stride);
+    let (gb, rest) = rest.split_at_mut(stride);
+    let (grrp, rest) = rest.split_at_mut(stride);
+    let (gres, rest) = rest.split_at_mut(stride);
+    let (gpr, rest) = rest.split_at_mut(stride);
+    let (gcl, rest) = rest.split_at_mut(stride);
+    let (ge, gdelay) = rest.split_at_mut(stride.min(rest.len()));
+    for j in 0..n {
+        let (cj, bj) = (c[j], b[j]);
+        // C′ and BUF′
+        let xc = k.rho_c * cj + influx[j] - k.alpha_on * cj * (one - bj) + k.alpha_off * bj;
+        let gxc = gc[j] * inside(xc, zero, F::infinity());
+        let xb = k.rho_b * bj + k.alpha_on * cj * (one - bj) - k.alpha_off * bj;
+        let gxb = gb[j] * inside(xb, zero, one);
+        gd[j] = gxc * dinflux[j];
+        gc[j] = gxc * (k.rho_c - k.alpha_on * (one - bj)) + gxb * k.alpha_on * (one - bj);
+        gb[j] = gxc * (k.alpha_on * cj + k.alpha_off) + gxb * (k.rho_b - k.alpha_on * cj - k.alpha_off);
+        // pools
+        let aj = a[j];
+        let w = rrp[j] - aj;
+        let rrp1 = w.max(zero);
+        let res1 = match d0 {
+            Some(d) if k.delay > 0 => res[j] + d[j],
+            _ => res[j],
+        };
+        let take = res1.min(one);
+        let gy = grrp[j] * inside(rrp1 + k.prime * take, zero, f(RRP_MAX));
+        let gz = gres[j] * inside(res1 - k.prime * take, zero, F::infinity());
+        let g_take = gy * k.prime - gz * k.prime;
+        let g_res1 = gz + g_take * inside(res1, -F::infinity(), one);
+        let gw = gy * inside(w, zero, F::infinity());
+        grrp[j] = gw;
+        gres[j] = g_res1;
+        let mut gaj = -gw;
+        if k.delay > 0 {
+            gaj = gaj + gdelay[(k.delay - 1) * stride + j] * k.rec;
+        }
+        // PR′, CL′, E′
+        let p = pr[j];
+        let gxp = gpr[j] * inside(p * (one - k.unprime * aj) + k.nsf * (one - p), zero, one);
+        gpr[j] = gxp * (one - k.unprime * aj - k.nsf);
+        gaj = gaj - gxp * p * k.unprime;
+        let gxl = gcl[j] * inside(f::<F>(0.995) * cl[j] + f(0.005) - k.unprime * aj, zero, one);
+        gcl[j] = gxl * f(0.995);
+        gaj = gaj - gxl * k.unprime;
+        let x = e[j];
+        let gxe = ge[j] * inside(x + k.fill * (k.emax - x) - k.use_ * aj, zero, k.emax);
+        ge[j] = gxe * (one - k.fill);
+        gaj = gaj - gxe * k.use_;
+        ga[j] = gaj;
+        // the delay line: DELAY[0] fed RES₁, DELAY[i] became DELAY[i − 1]
+        if k.delay > 0 {
+            for i in (1..k.delay).rev() {
+                gdelay[i * stride + j] = gdelay[(i - 1) * stride + j];
+            }
+            gdelay[j] = g_res1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //!
 //! Outputs: the edge outputs `e` scattered into a dense `[Tq, Tk]` (zero off the edges), a
 //! mask `[Tq, Tk]` (1 on the edges), and the state after the call.
-use super::scalar::{edge, edge_vjp, key_step, key_step_vjp, Draw, Kinetics, STATE};
+use super::scalar::{edge, edge_vjp, edge_vjp_at, influx, keys_step, keys_step_vjp, Draw, Kinetics, STATE};
 use crate::rng::{sample, Dist, RngKey};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -58,38 +58,111 @@ pub struct Stochastic {
     pub cap: f32,
 }
 
-/// The draw of edge `k` of global query row `r`.
-pub fn draw<F: Float>(st: Option<&Stochastic>, r: u64, k: usize, topk: usize) -> Draw<F> {
-    match st {
-        Some(s) if sample(Dist::Uniform { lo: 0.0, hi: 1.0 }, &s.key.fold(1), r) < s.frac => Draw::Binomial {
+/// The stochastic release of global query row `r`, when the row is drawn stochastically.
+pub fn row_draw(st: Option<&Stochastic>, r: u64) -> Option<&Stochastic> {
+    st.filter(|s| sample(Dist::Uniform { lo: 0.0, hi: 1.0 }, &s.key.fold(1), r) < s.frac)
+}
+
+/// The draw of edge `k` of global query row `r`, given the row's [`row_draw`].
+pub fn edge_draw<F: Float>(row: Option<&Stochastic>, r: u64, k: usize, topk: usize) -> Draw<F> {
+    match row {
+        Some(s) => Draw::Binomial {
             cap: F::from(s.cap).unwrap(),
             xi: F::from(sample(Dist::Normal { mean: 0.0, std: 1.0 }, &s.key.fold(2), r * topk as u64 + k as u64))
                 .unwrap(),
         },
-        _ => Draw::Mean,
+        None => Draw::Mean,
     }
 }
 
-/// The edges of a query: the `topk` largest finite scores among its `limit` causal keys, as
-/// `(key, drive)` (ties to the lower key index), written into `out` (cleared first).
+/// The draw of edge `k` of global query row `r`.
+pub fn draw<F: Float>(st: Option<&Stochastic>, r: u64, k: usize, topk: usize) -> Draw<F> {
+    edge_draw(row_draw(st, r), r, k, topk)
+}
+
+/// The edges of a query: the `topk` largest finite scores among its causal keys (`scores`),
+/// as `(key, drive)` in descending order of drive, ties to the lower key index, written into
+/// `out` (cleared first). One pass with a sorted buffer of `topk` entries: a score enters only
+/// when it beats the weakest edge so far.
 pub fn top_edges<F: Float>(scores: &[F], topk: usize, out: &mut Vec<(usize, F)>) {
     out.clear();
-    out.extend(scores.iter().copied().enumerate().filter(|(_, v)| v.is_finite()));
-    let by = |a: &(usize, F), b: &(usize, F)| {
-        b.1.partial_cmp(&a.1).unwrap_or(core::cmp::Ordering::Equal).then(a.0.cmp(&b.0))
-    };
-    if out.len() > topk {
-        out.select_nth_unstable_by(topk - 1, by);
-        out.truncate(topk);
+    if topk == 0 {
+        return;
     }
-    out.sort_unstable_by(by);
+    for (j, &v) in scores.iter().enumerate() {
+        if !v.is_finite() || (out.len() == topk && v <= out[topk - 1].1) {
+            continue;
+        }
+        // after every entry at least as large (earlier keys win ties)
+        let at = out.iter().position(|e| e.1 < v).unwrap_or(out.len());
+        if out.len() == topk {
+            out.pop();
+        }
+        out.insert(at, (j, v));
+    }
 }
 
-/// Forward of one row. `state` (`[tk·width]`) holds the starting state of every key and is
-/// left holding the final state; `e` and `mask` (`[tq·tk]`) must be zero on entry.
+/// A row's key states structure-of-arrays (field `f` of key `j` at `f·tk + j`), so that a
+/// step of every key is a vectorised loop ([`keys_step`]).
+fn to_soa<F: Float>(aos: &[F], tk: usize, w: usize, soa: &mut [F]) {
+    for j in 0..tk {
+        for f in 0..w {
+            soa[f * tk + j] = aos[j * w + f];
+        }
+    }
+}
+
+fn to_aos<F: Float>(soa: &[F], tk: usize, w: usize, aos: &mut [F]) {
+    for j in 0..tk {
+        for f in 0..w {
+            aos[j * w + f] = soa[f * tk + j];
+        }
+    }
+}
+
+/// Key `j`'s state gathered from a structure-of-arrays buffer.
+fn gather<F: Float>(soa: &[F], tk: usize, w: usize, j: usize, out: &mut [F]) {
+    for f in 0..w {
+        out[f] = soa[f * tk + j];
+    }
+}
+
+/// Per-step scratch of a row: release and influx per key (zero but on the step's edges).
+struct Scratch<F> {
+    a: Vec<F>,
+    influx: Vec<F>,
+    dinflux: Vec<F>,
+    key: Vec<F>,
+    edges: Vec<(usize, F)>,
+    rel: Vec<F>,
+}
+
+impl<F: Float> Scratch<F> {
+    fn new(g: &Row) -> Self {
+        Self {
+            a: vec![F::zero(); g.tk],
+            influx: vec![F::zero(); g.tk],
+            dinflux: vec![F::zero(); g.tk],
+            key: vec![F::zero(); g.width],
+            edges: Vec::with_capacity(g.topk + 1),
+            rel: vec![F::zero(); g.topk],
+        }
+    }
+    /// Clears the entries the last step set.
+    fn clear(&mut self) {
+        for &(j, _) in &self.edges {
+            self.a[j] = F::zero();
+            self.influx[j] = F::zero();
+            self.dinflux[j] = F::zero();
+        }
+    }
+}
+
+/// Forward of one row. `state` (`[tk·width]`, key-major) holds the starting state of every
+/// key and is left holding the final state; `e` and `mask` (`[tq·tk]`) must be zero on entry.
 /// `row0` is the global index of this row's first query (for the stochastic draws).
 /// `snapshots`, when given (`[ceil(tq/chunk)·tk·width]`), receives the state at the start of
-/// every chunk (causal mode), for the backward pass.
+/// every chunk (causal mode; field-major), for the backward pass.
 #[allow(clippy::too_many_arguments)]
 pub fn forward<F: Float>(
     g: &Row,
@@ -104,42 +177,49 @@ pub fn forward<F: Float>(
 ) {
     let (tq, tk, w) = (g.tq, g.tk, g.width);
     let prefix = tk - tq;
-    let mut edges = Vec::with_capacity(g.topk + 1);
+    let mut soa = vec![F::zero(); tk * w];
+    to_soa(state, tk, w, &mut soa);
+    let mut sc = Scratch::new(g);
     if !g.causal {
-        let mut a = vec![F::zero(); tk];
+        // every query reads the state before the call; then one step with all releases
         let mut dsum = vec![F::zero(); tk];
         let mut acc = vec![false; tk];
         for t in 0..tq {
-            top_edges(&scores[t * tk..t * tk + prefix + t + 1], g.topk, &mut edges);
-            for (k, &(j, d)) in edges.iter().enumerate() {
-                let v = edge(&state[j * w..(j + 1) * w], d, true, draw(st, row0 + t as u64, k, g.topk), kin);
+            top_edges(&scores[t * tk..t * tk + prefix + t + 1], g.topk, &mut sc.edges);
+            let r = row0 + t as u64;
+            let rd = row_draw(st, r);
+            for (k, &(j, d)) in sc.edges.iter().enumerate() {
+                gather(&soa, tk, w, j, &mut sc.key);
+                let v = edge(&sc.key, d, true, edge_draw(rd, r, k, g.topk), kin);
                 e[t * tk + j] = v.e;
                 mask[t * tk + j] = F::one();
-                a[j] = a[j] + v.rel;
+                sc.a[j] = sc.a[j] + v.rel;
                 dsum[j] = dsum[j] + d;
                 acc[j] = true;
             }
         }
         for j in 0..tk {
-            key_step(&mut state[j * w..(j + 1) * w], a[j], dsum[j], acc[j], kin);
+            sc.influx[j] = influx(dsum[j], acc[j], kin).0;
         }
+        keys_step(&mut soa, tk, tk, &sc.a, &sc.influx, kin);
+        to_aos(&soa, tk, w, state);
         return;
     }
-    let mut rel = vec![F::zero(); g.topk];
     for t in 0..tq {
         if t % g.chunk == 0 {
             if let Some(s) = snapshots.as_deref_mut() {
                 let c = t / g.chunk;
-                s[c * tk * w..(c + 1) * tk * w].copy_from_slice(state);
+                s[c * tk * w..(c + 1) * tk * w].copy_from_slice(&soa);
             }
         }
-        causal_step(g, kin, st, row0, t, scores, state, &mut edges, &mut rel, Some((e, mask)));
+        causal_step(g, kin, st, row0, t, scores, &mut soa, &mut sc, Some((e, mask)));
     }
+    to_aos(&soa, tk, w, state);
 }
 
-/// Step `t` of the causal schedule: edges of query `t` read `state`, then every key up to its
-/// position steps. Writes the edge outputs when `out` is given; leaves the edges and their
-/// releases in `edges` / `rel`.
+/// Step `t` of the causal schedule on the field-major `soa`: the edges of query `t` read it,
+/// then every key up to the query's position steps. Writes the edge outputs when `out` is
+/// given; leaves the edges, their releases and the per-key scratch in `sc`.
 #[allow(clippy::too_many_arguments)]
 fn causal_step<F: Float>(
     g: &Row,
@@ -148,42 +228,38 @@ fn causal_step<F: Float>(
     row0: u64,
     t: usize,
     scores: &[F],
-    state: &mut [F],
-    edges: &mut Vec<(usize, F)>,
-    rel: &mut [F],
+    soa: &mut [F],
+    sc: &mut Scratch<F>,
     out: Option<(&mut [F], &mut [F])>,
 ) {
     let (tk, w) = (g.tk, g.width);
     let pos = tk - g.tq + t;
-    top_edges(&scores[t * tk..t * tk + pos + 1], g.topk, edges);
+    sc.clear();
+    top_edges(&scores[t * tk..t * tk + pos + 1], g.topk, &mut sc.edges);
     let mut out = out;
-    for (k, &(j, d)) in edges.iter().enumerate() {
-        let v = edge(&state[j * w..(j + 1) * w], d, true, draw(st, row0 + t as u64, k, g.topk), kin);
-        rel[k] = v.rel;
+    let r = row0 + t as u64;
+    let rd = row_draw(st, r);
+    for (k, &(j, d)) in sc.edges.iter().enumerate() {
+        gather(soa, tk, w, j, &mut sc.key);
+        let v = edge(&sc.key, d, true, edge_draw(rd, r, k, g.topk), kin);
+        sc.rel[k] = v.rel;
+        // the top-k keys are distinct: one edge per key
+        sc.a[j] = v.rel;
+        let (inf, dinf) = influx(d, true, kin);
+        sc.influx[j] = inf;
+        sc.dinflux[j] = dinf;
         if let Some((e, mask)) = out.as_mut() {
             e[t * tk + j] = v.e;
             mask[t * tk + j] = F::one();
         }
     }
-    // keys up to `pos` step; the edges' keys with their release and drive (distinct keys)
-    let mut next = 0;
-    let mut sorted: Vec<(usize, usize)> = edges.iter().enumerate().map(|(k, &(j, _))| (j, k)).collect();
-    sorted.sort_unstable();
-    for j in 0..=pos {
-        let (a, dsum, acc) = if next < sorted.len() && sorted[next].0 == j {
-            let k = sorted[next].1;
-            next += 1;
-            (rel[k], edges[k].1, true)
-        } else {
-            (F::zero(), F::zero(), false)
-        };
-        key_step(&mut state[j * w..(j + 1) * w], a, dsum, acc, kin);
-    }
+    keys_step(soa, tk, pos + 1, &sc.a, &sc.influx, kin);
 }
 
 /// Backward of one row: adds `∂L/∂scores` to `dscores` (`[tq·tk]`) for the gradient `de` of
 /// the edge outputs (dense `[tq·tk]`; the final state carries no gradient). `state0` is the
-/// state the forward started from; `snapshots` are the ones the causal forward saved.
+/// state the forward started from (key-major); `snapshots` are the ones the causal forward
+/// saved.
 #[allow(clippy::too_many_arguments)]
 pub fn backward<F: Float>(
     g: &Row,
@@ -198,12 +274,14 @@ pub fn backward<F: Float>(
 ) {
     let (tq, tk, w) = (g.tq, g.tk, g.width);
     let prefix = tk - tq;
-    let mut edges = Vec::with_capacity(g.topk + 1);
+    let mut sc = Scratch::new(g);
     if !g.causal {
         for t in 0..tq {
-            top_edges(&scores[t * tk..t * tk + prefix + t + 1], g.topk, &mut edges);
-            for (k, &(j, d)) in edges.iter().enumerate() {
-                let dr = draw(st, row0 + t as u64, k, g.topk);
+            top_edges(&scores[t * tk..t * tk + prefix + t + 1], g.topk, &mut sc.edges);
+            let r = row0 + t as u64;
+            let rd = row_draw(st, r);
+            for (k, &(j, d)) in sc.edges.iter().enumerate() {
+                let dr = edge_draw(rd, r, k, g.topk);
                 let gr = edge_vjp(&state0[j * w..(j + 1) * w], d, true, dr, kin, F::zero(), de[t * tk + j]);
                 dscores[t * tk + j] = dscores[t * tk + j] + gr.d;
             }
@@ -213,53 +291,53 @@ pub fn backward<F: Float>(
     let chunks = tq.div_ceil(g.chunk);
     let mut gstate = vec![F::zero(); tk * w];
     let mut saved = vec![F::zero(); g.chunk * tk * w];
-    let mut state = vec![F::zero(); tk * w];
-    let mut rel = vec![F::zero(); g.topk];
+    let mut soa = vec![F::zero(); tk * w];
     let mut ga = vec![F::zero(); tk];
     let mut gd = vec![F::zero(); tk];
-    let mut a = vec![F::zero(); tk];
-    let mut dsum = vec![F::zero(); tk];
-    let mut acc = vec![false; tk];
+    let mut values = Vec::with_capacity(g.topk);
     for c in (0..chunks).rev() {
         let (t0, t1) = (c * g.chunk, ((c + 1) * g.chunk).min(tq));
-        state.copy_from_slice(&snapshots[c * tk * w..(c + 1) * tk * w]);
+        soa.copy_from_slice(&snapshots[c * tk * w..(c + 1) * tk * w]);
         for t in t0..t1 {
-            saved[(t - t0) * tk * w..(t - t0 + 1) * tk * w].copy_from_slice(&state);
-            causal_step(g, kin, st, row0, t, scores, &mut state, &mut edges, &mut rel, None);
+            saved[(t - t0) * tk * w..(t - t0 + 1) * tk * w].copy_from_slice(&soa);
+            causal_step(g, kin, st, row0, t, scores, &mut soa, &mut sc, None);
         }
         for t in (t0..t1).rev() {
             let pre = &saved[(t - t0) * tk * w..(t - t0 + 1) * tk * w];
             let pos = prefix + t;
-            top_edges(&scores[t * tk..t * tk + pos + 1], g.topk, &mut edges);
-            a[..=pos].iter_mut().for_each(|x| *x = F::zero());
-            dsum[..=pos].iter_mut().for_each(|x| *x = F::zero());
-            acc[..=pos].iter_mut().for_each(|x| *x = false);
-            for (k, &(j, d)) in edges.iter().enumerate() {
-                let v = edge(&pre[j * w..(j + 1) * w], d, true, draw(st, row0 + t as u64, k, g.topk), kin);
-                a[j] = v.rel;
-                dsum[j] = d;
-                acc[j] = true;
+            // the edges of step t, their releases and influx, from the pre-step state
+            sc.clear();
+            top_edges(&scores[t * tk..t * tk + pos + 1], g.topk, &mut sc.edges);
+            let r = row0 + t as u64;
+            let rd = row_draw(st, r);
+            values.clear();
+            for (k, &(j, d)) in sc.edges.iter().enumerate() {
+                gather(pre, tk, w, j, &mut sc.key);
+                let dr = edge_draw(rd, r, k, g.topk);
+                let v = edge(&sc.key, d, true, dr, kin);
+                sc.a[j] = v.rel;
+                values.push((dr, v));
+                let (inf, dinf) = influx(d, true, kin);
+                sc.influx[j] = inf;
+                sc.dinflux[j] = dinf;
             }
             // the key updates of step t
-            for j in 0..=pos {
-                let (x, y) =
-                    key_step_vjp(&pre[j * w..(j + 1) * w], a[j], dsum[j], acc[j], kin, &mut gstate[j * w..(j + 1) * w]);
-                ga[j] = x;
-                gd[j] = y;
-            }
-            // the key at position `pos` appeared with its initial state: no gradient before it
+            keys_step_vjp(pre, tk, pos + 1, &sc.a, &sc.influx, &sc.dinflux, &mut gstate, &mut ga, &mut gd, kin);
+            // the key at `pos` appeared with its initial state: no gradient before it
             if pos >= prefix {
-                gstate[pos * w..(pos + 1) * w].iter_mut().for_each(|x| *x = F::zero());
+                for f in 0..w {
+                    gstate[f * tk + pos] = F::zero();
+                }
             }
             // the edges of query t read the pre-step state
-            for (k, &(j, d)) in edges.iter().enumerate() {
-                let dr = draw(st, row0 + t as u64, k, g.topk);
-                let gr = edge_vjp(&pre[j * w..(j + 1) * w], d, true, dr, kin, ga[j], de[t * tk + j]);
+            for (&(j, _), &(dr, v)) in sc.edges.iter().zip(&values) {
+                gather(pre, tk, w, j, &mut sc.key);
+                let gr = edge_vjp_at(&sc.key, dr, kin, &v, ga[j], de[t * tk + j]);
                 dscores[t * tk + j] = dscores[t * tk + j] + gr.d + gd[j];
                 // (the key at `pos` read its initial state, which has no gradient)
                 if j < pos {
-                    for (i, gs) in gr.s.iter().enumerate().take(STATE) {
-                        gstate[j * w + i] = gstate[j * w + i] + *gs;
+                    for (f, gs) in gr.s.iter().enumerate().take(STATE) {
+                        gstate[f * tk + j] = gstate[f * tk + j] + *gs;
                     }
                 }
             }
