@@ -18,6 +18,36 @@ pub enum ExperimentCmd {
     DepthCollapse(DepthArgs),
     /// Seed 000: the CellToken seed run, then each cell mode vs a matched GPT on real text.
     CellToken(CellTokenArgs),
+    /// Seed 003: synapses off vs the seed's presynaptic step vs causal depletion (and a tuned
+    /// configuration): held-out associative recall, validation loss on real text, speed, memory.
+    Synapses(SynapsesArgs),
+}
+
+/// Arguments of `experiment synapses`.
+#[derive(Args)]
+pub struct SynapsesArgs {
+    /// Seeds per variant.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) seeds: u64,
+    /// Training steps on the recall task (batches of 16 sequences).
+    #[arg(long, default_value_t = 400)]
+    pub(crate) recall_steps: u64,
+    /// Training steps on real text (batches of 8 × 128 tokens).
+    #[arg(long, default_value_t = 400)]
+    pub(crate) text_steps: u64,
+    /// Model overrides for every variant (`--set model.n_layer=4`); the default shape is depth 2,
+    /// width 64, 4 heads, context 128.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) sets: Vec<String>,
+    /// A configuration written by `protocell tune`: adds the variant "causal (tuned)".
+    #[arg(long)]
+    pub(crate) tuned: Option<PathBuf>,
+    /// Real text (default: ../shared/data/shakespeare.txt when present, else the built-in corpus).
+    #[arg(long)]
+    pub(crate) text: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Arguments of `experiment depth-collapse`.
@@ -62,20 +92,21 @@ pub fn run(cmd: ExperimentCmd) -> Result<()> {
     match cmd {
         ExperimentCmd::DepthCollapse(a) => depth_collapse(a),
         ExperimentCmd::CellToken(a) => cell_token(a),
+        ExperimentCmd::Synapses(a) => crate::synapses::experiment(a),
     }
 }
 
 /// What one training run produced.
 #[derive(Debug, Clone)]
-struct RunResult {
-    label: String,
-    params: usize,
+pub(crate) struct RunResult {
+    pub(crate) label: String,
+    pub(crate) params: usize,
     /// `(step, training loss)` of every step.
-    losses: Vec<(u64, f64)>,
-    val_loss: f64,
-    seconds: f64,
-    tokens_per_s: f64,
-    peak_tensor_bytes: usize,
+    pub(crate) losses: Vec<(u64, f64)>,
+    pub(crate) val_loss: f64,
+    pub(crate) seconds: f64,
+    pub(crate) tokens_per_s: f64,
+    pub(crate) peak_tensor_bytes: usize,
 }
 
 impl RunResult {
@@ -93,7 +124,7 @@ impl RunResult {
     }
 }
 
-fn config(model: &str, preset: &str, sets: &[String]) -> Result<RunConfig> {
+pub(crate) fn config(model: &str, preset: &str, sets: &[String]) -> Result<RunConfig> {
     let mut v = registry::preset(model, Some(preset))?.to_value();
     for s in sets {
         apply_set(&mut v, s)?;
@@ -102,7 +133,7 @@ fn config(model: &str, preset: &str, sets: &[String]) -> Result<RunConfig> {
 }
 
 /// Trains `run` to its planned steps on the CPU with a progress bar; evaluates at the end.
-fn train(label: &str, run: RunConfig, quiet: bool) -> Result<RunResult> {
+pub(crate) fn train(label: &str, run: RunConfig, quiet: bool) -> Result<RunResult> {
     let mut s = new_session(run.clone(), Device::Cpu)?;
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(run.train.steps) };
     bar.set_style(ProgressStyle::with_template("{prefix:>34} {bar:24} {pos}/{len} {msg}").expect("template"));
@@ -133,13 +164,13 @@ fn train(label: &str, run: RunConfig, quiet: bool) -> Result<RunResult> {
     })
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
     let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
     (m, var.sqrt())
 }
 
-fn shared_text(given: &Option<PathBuf>) -> Option<PathBuf> {
+pub(crate) fn shared_text(given: &Option<PathBuf>) -> Option<PathBuf> {
     given.clone().or_else(|| {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/shakespeare.txt");
         p.canonicalize().ok()

@@ -3,6 +3,7 @@ mod bench;
 mod experiment;
 mod plot;
 mod sim;
+mod synapses;
 mod train;
 
 use clap::{Args, Parser, Subcommand};

@@ -1,5 +1,6 @@
 //! Text data: tokenizers, a built-in synthetic corpus, and deterministic batching.
 mod corpus;
+pub mod tasks;
 mod tokenizer;
 
 pub use corpus::{phrase_process_floor, seed_phrases, seed_sentences, synthetic_corpus, SEED_PHRASES, SEED_SENTENCES};
