@@ -42,6 +42,15 @@ pub struct SynapsesArgs {
     /// A configuration written by `protocell tune`: adds the variant "causal (tuned)".
     #[arg(long)]
     pub(crate) tuned: Option<PathBuf>,
+    /// The variants to run, comma-separated, among off, seed, causal.
+    #[arg(long, default_value = "off,seed,causal", value_delimiter = ',')]
+    pub(crate) variants: Vec<String>,
+    /// Recall: key→value pairs per sequence (as many queries follow).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) pairs: usize,
+    /// Recall: size of the key and of the value alphabets.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) alphabet: u32,
     /// Real text (default: ../shared/data/shakespeare.txt when present, else the built-in corpus).
     #[arg(long)]
     pub(crate) text: Option<PathBuf>,

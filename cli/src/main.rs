@@ -44,6 +44,8 @@ enum Cmd {
     /// Run dynamics on their own and render them (GIF + PNG).
     #[command(subcommand)]
     Sim(sim::SimCmd),
+    /// Tune the presynaptic parameters of the synaptic GPT with CMA-ES on held-out recall.
+    Tune(synapses::TuneArgs),
     /// List the models and presets of this build.
     Models,
 }
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
         Cmd::Bench(b) => bench::run(b),
         Cmd::Experiment(e) => experiment::run(e),
         Cmd::Sim(c) => sim::run(c),
+        Cmd::Tune(a) => synapses::tune(a),
         Cmd::Models => models(),
     };
     match r {

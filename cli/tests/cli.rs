@@ -353,3 +353,60 @@ fn synaptic_gpt_trains_and_draws_vitals() {
     let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
     assert!(v["vitals_png"].is_null() && !dir.join("gpt/vitals.png").exists());
 }
+
+/// `tune` runs CMA-ES on held-out recall and writes a configuration that `train --config`
+/// and `experiment synapses --tuned` read; the experiment reports every variant.
+#[test]
+fn tune_writes_a_usable_configuration_and_the_experiment_reads_it() {
+    let dir = tmp("tune");
+    let small = [
+        "--set",
+        "model.n_layer=1",
+        "--set",
+        "model.d_model=16",
+        "--set",
+        "model.n_head=2",
+        "--set",
+        "model.ctx_len=32",
+    ];
+    let out = dir.join("tuned.json");
+    let o = bin()
+        .args(["tune", "--population", "2", "--generations", "1", "--steps", "2", "--json", "--out"])
+        .arg(&out)
+        .args(small)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    assert_eq!(v["history"].as_array().unwrap().len(), 2, "{v}");
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let syn = &written["model"]["synaptic"];
+    for f in ["tau_c", "alpha_ca", "lambda_loge", "prime_rate"] {
+        assert!(syn[f].as_f64().is_some(), "{f} missing from {written}");
+    }
+    // the file is a --config for the synaptic GPT
+    let o = bin()
+        .args(["train", "--model", "synaptic-gpt", "--preset", "tiny", "--steps", "2", "--json", "--quiet"])
+        .args(["--sample-tokens", "0", "--set", "train.data.corpus_bytes=20000", "--config"])
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    ok(&o);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run/config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"]["synaptic"]["tau_c"], syn["tau_c"]);
+    // the experiment with the tuned variant
+    let o = bin()
+        .args(["experiment", "synapses", "--seeds", "1", "--recall-steps", "2", "--text-steps", "2", "--json"])
+        .args(["--variants", "off,causal", "--tuned"])
+        .arg(&out)
+        .args(small)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+    let names: Vec<&str> = v["variants"].as_array().unwrap().iter().map(|x| x["variant"].as_str().unwrap()).collect();
+    assert_eq!(names, ["off", "causal", "causal (tuned)"]);
+    fails_with(&bin().args(["tune", "--population", "1"]).output().unwrap(), "population");
+    fails_with(&bin().args(["experiment", "synapses", "--variants", "wild"]).output().unwrap(), "unknown variant");
+}

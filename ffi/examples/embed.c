@@ -150,6 +150,29 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < 4 * n; i++) state[i] = 0.5f;
     CHECK(protocell_colony_set_state(colony, state, 4 * n));
 
+    /* ---- a bank of presynaptic terminals on its own: a terminal driven again and again
+       depletes its readily-releasable pool, so its output falls ---- */
+    const char *presyn_json = "{\"attn_topk\": 2}";
+    ProtocellPresyn *bank = NULL;
+    CHECK(protocell_presyn_create(presyn_json, strlen(presyn_json), 6, &bank));
+    size_t keys = 0, width = 0;
+    CHECK(protocell_presyn_shape(bank, &keys, &width));
+    float spike[6] = {0.2f, 2.0f, -1.0f, 0.5f, 1.5f, 0.0f};
+    float release[6];
+    printf("presynaptic output of terminal 1 over 5 queries:");
+    for (int t = 0; t < 5; t++) {
+        CHECK(protocell_presyn_step(bank, spike, keys, release, keys));
+        printf(" %.3f", release[1]);
+    }
+    float *pools = malloc(keys * width * sizeof(float));
+    if (!pools) return 1;
+    CHECK(protocell_presyn_get_state(bank, pools, keys * width));
+    printf("\nreadily-releasable pool of terminal 1: %.3f (starts at 6)\n", pools[1 * width + 2]);
+    pools[1 * width + 2] = 6.0f; /* refill it by hand */
+    CHECK(protocell_presyn_set_state(bank, pools, keys * width));
+    free(pools);
+    CHECK(protocell_presyn_destroy(&bank));
+
     /* ---- release; a second destroy is an error, not a double free ---- */
     CHECK(protocell_colony_destroy(&colony));
     CHECK(protocell_model_destroy(&loaded));

@@ -49,6 +49,9 @@ SIG = {
     "protocell_colony_step": ([P, F32P, SIZE], C.c_int),
     "protocell_colony_get_state": ([P, F32P, SIZE], C.c_int),
     "protocell_colony_destroy": ([PP], C.c_int),
+    "protocell_presyn_create": ([C.c_char_p, SIZE, SIZE, PP], C.c_int),
+    "protocell_presyn_step": ([P, F32P, SIZE, F32P, SIZE], C.c_int),
+    "protocell_presyn_destroy": ([PP], C.c_int),
 }
 for name, (args, res) in SIG.items():
     fn = getattr(lib, name)
@@ -135,7 +138,20 @@ check(lib.protocell_colony_get_state(colony, state, 16))
 for i in range(4):
     print(f"  block {i}: E {state[4*i]:.3f} P {state[4*i+1]:.3f} G {state[4*i+2]:.3f} L {state[4*i+3]:.3f}")
 
-for destroy, h in [(lib.protocell_colony_destroy, colony), (lib.protocell_model_destroy, loaded),
+# a bank of presynaptic terminals: driving terminal 1 again and again depletes its pool
+pj = b'{"attn_topk": 2}'
+bank = C.c_void_p()
+check(lib.protocell_presyn_create(pj, len(pj), 6, C.byref(bank)))
+spike = (C.c_float * 6)(0.2, 2.0, -1.0, 0.5, 1.5, 0.0)
+out = (C.c_float * 6)()
+trace = []
+for _ in range(5):
+    check(lib.protocell_presyn_step(bank, spike, 6, out, 6))
+    trace.append(out[1])
+assert trace[-1] < trace[0], f"no depletion: {trace}"
+print("presynaptic output of terminal 1:", " ".join(f"{x:.3f}" for x in trace))
+
+for destroy, h in [(lib.protocell_presyn_destroy, bank), (lib.protocell_colony_destroy, colony), (lib.protocell_model_destroy, loaded),
                    (lib.protocell_model_destroy, model), (lib.protocell_optimizer_destroy, opt),
                    (lib.protocell_device_destroy, cpu)]:
     check(destroy(C.byref(h)))

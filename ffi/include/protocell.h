@@ -86,6 +86,9 @@ typedef struct ProtocellModel ProtocellModel;
 // An AdamW optimiser (opaque).
 typedef struct ProtocellOptimizer ProtocellOptimizer;
 
+// A bank of presynaptic terminals (opaque).
+typedef struct ProtocellPresyn ProtocellPresyn;
+
 // Sizes of a model.
 typedef struct ProtocellModelInfo {
   // Vocabulary size: token ids are `0..vocab_size`; logits rows have this length.
@@ -303,6 +306,44 @@ enum ProtocellStatus protocell_colony_set_mucus(const struct ProtocellColony *co
 
 // Releases a colony and sets `*colony` to NULL.
 enum ProtocellStatus protocell_colony_destroy(struct ProtocellColony **colony);
+
+// Creates a bank of `keys` presynaptic terminals (calcium, buffer, synaptotagmin sensors,
+// complexin clamp, priming, readily-releasable and reserve pools, energy) from JSON settings
+// (`json_len` bytes; `{}` for the seed's defaults, e.g. `{"attn_topk": 8, "tau_c": 6.0}`).
+// Runs on the host. Release with [`protocell_presyn_destroy`].
+enum ProtocellStatus protocell_presyn_create(const char *json,
+                                             size_t json_len,
+                                             size_t keys,
+                                             struct ProtocellPresyn **out);
+
+// Number of terminals and state floats per terminal (`width`: C, BUF, RRP, RES, PR, CL, E,
+// then the endocytosis delay line).
+enum ProtocellStatus protocell_presyn_shape(const struct ProtocellPresyn *bank,
+                                            size_t *keys,
+                                            size_t *width);
+
+// One query: `drive` (`len` = keys floats; a non-finite entry is not an edge) is its drive
+// to every terminal; the strongest `attn_topk` finite drives release vesicles, their outputs
+// are written to `out` (`out_len` = keys; 0 elsewhere), then every terminal takes one step.
+enum ProtocellStatus protocell_presyn_step(const struct ProtocellPresyn *bank,
+                                           const float *drive,
+                                           size_t len,
+                                           float *out,
+                                           size_t out_len);
+
+// Copies the state `[keys, width]` (terminal-major; `len` = keys·width) into `out`.
+enum ProtocellStatus protocell_presyn_get_state(const struct ProtocellPresyn *bank,
+                                                float *out,
+                                                size_t len);
+
+// Replaces the state `[keys, width]` (`len` = keys·width finite values within each pool's
+// bounds; nothing changes on an error).
+enum ProtocellStatus protocell_presyn_set_state(const struct ProtocellPresyn *bank,
+                                                const float *state,
+                                                size_t len);
+
+// Releases a presynaptic bank and sets `*bank` to NULL.
+enum ProtocellStatus protocell_presyn_destroy(struct ProtocellPresyn **bank);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -110,6 +110,10 @@ pub struct ProtocellOptimizer {
 pub struct ProtocellColony {
     _private: [u8; 0],
 }
+/// A bank of presynaptic terminals (opaque).
+pub struct ProtocellPresyn {
+    _private: [u8; 0],
+}
 
 // ---------------------------------------------------------------------------------------
 // errors
@@ -256,6 +260,7 @@ enum Object {
     Model(Box<dyn Model>),
     Optimizer(Optimizer),
     Colony(Box<dyn ColonyHandle>),
+    Presyn(Box<protocell_core::synapse::Bank>),
 }
 
 impl Object {
@@ -265,6 +270,7 @@ impl Object {
             Object::Model(_) => "model",
             Object::Optimizer(_) => "optimizer",
             Object::Colony(_) => "colony",
+            Object::Presyn(_) => "presynaptic bank",
         }
     }
 }
@@ -350,6 +356,13 @@ fn with_model<O>(h: *const ProtocellModel, f: impl FnOnce(&mut dyn Model) -> R<O
 fn with_colony<O>(h: *const ProtocellColony, f: impl FnOnce(&mut dyn ColonyHandle) -> R<O>) -> R<O> {
     with(h, "colony", |o| match o {
         Object::Colony(c) => f(c.as_mut()),
+        _ => unreachable!("kind checked"),
+    })
+}
+
+fn with_presyn<O>(h: *const ProtocellPresyn, f: impl FnOnce(&mut protocell_core::synapse::Bank) -> R<O>) -> R<O> {
+    with(h, "presynaptic bank", |o| match o {
+        Object::Presyn(b) => f(b.as_mut()),
         _ => unreachable!("kind checked"),
     })
 }
@@ -955,6 +968,110 @@ pub unsafe extern "C" fn protocell_colony_set_mucus(
 #[no_mangle]
 pub unsafe extern "C" fn protocell_colony_destroy(colony: *mut *mut ProtocellColony) -> ProtocellStatus {
     guard(|| unsafe { destroy(colony, "colony") })
+}
+
+// ---------------------------------------------------------------------------------------
+// presynaptic banks
+
+/// Creates a bank of `keys` presynaptic terminals (calcium, buffer, synaptotagmin sensors,
+/// complexin clamp, priming, readily-releasable and reserve pools, energy) from JSON settings
+/// (`json_len` bytes; `{}` for the seed's defaults, e.g. `{"attn_topk": 8, "tau_c": 6.0}`).
+/// Runs on the host. Release with [`protocell_presyn_destroy`].
+#[no_mangle]
+pub unsafe extern "C" fn protocell_presyn_create(
+    json: *const c_char,
+    json_len: usize,
+    keys: usize,
+    out: *mut *mut ProtocellPresyn,
+) -> ProtocellStatus {
+    guard(|| {
+        nonnull(out, "out")?;
+        let cfg = embed::presyn_config(unsafe { text(json, json_len, "json")? })?;
+        let bank = Box::new(protocell_core::synapse::Bank::new(cfg, keys)?);
+        unsafe { write_out(out, register(Object::Presyn(bank)), "out") }
+    })
+}
+
+/// Number of terminals and state floats per terminal (`width`: C, BUF, RRP, RES, PR, CL, E,
+/// then the endocytosis delay line).
+#[no_mangle]
+pub unsafe extern "C" fn protocell_presyn_shape(
+    bank: *const ProtocellPresyn,
+    keys: *mut usize,
+    width: *mut usize,
+) -> ProtocellStatus {
+    guard(|| {
+        nonnull(keys, "keys")?;
+        nonnull(width, "width")?;
+        let (k, w) = with_presyn(bank, |b| Ok((b.keys(), b.width())))?;
+        unsafe {
+            write_out(keys, k, "keys")?;
+            write_out(width, w, "width")
+        }
+    })
+}
+
+/// One query: `drive` (`len` = keys floats; a non-finite entry is not an edge) is its drive
+/// to every terminal; the strongest `attn_topk` finite drives release vesicles, their outputs
+/// are written to `out` (`out_len` = keys; 0 elsewhere), then every terminal takes one step.
+#[no_mangle]
+pub unsafe extern "C" fn protocell_presyn_step(
+    bank: *const ProtocellPresyn,
+    drive: *const f32,
+    len: usize,
+    out: *mut f32,
+    out_len: usize,
+) -> ProtocellStatus {
+    guard(|| {
+        with_presyn(bank, |b| {
+            exact_len(len, b.keys(), "drive")?;
+            exact_len(out_len, b.keys(), "out")?;
+            let d = unsafe { slice(drive, len, "drive")? };
+            let e = b.step(d)?;
+            let dst = unsafe { slice_mut(out, out_len, "out")? };
+            dst.copy_from_slice(&e);
+            Ok(())
+        })
+    })
+}
+
+/// Copies the state `[keys, width]` (terminal-major; `len` = keys·width) into `out`.
+#[no_mangle]
+pub unsafe extern "C" fn protocell_presyn_get_state(
+    bank: *const ProtocellPresyn,
+    out: *mut f32,
+    len: usize,
+) -> ProtocellStatus {
+    guard(|| {
+        with_presyn(bank, |b| {
+            exact_len(len, b.keys() * b.width(), "state")?;
+            let dst = unsafe { slice_mut(out, len, "out")? };
+            dst.copy_from_slice(b.state());
+            Ok(())
+        })
+    })
+}
+
+/// Replaces the state `[keys, width]` (`len` = keys·width finite values within each pool's
+/// bounds; nothing changes on an error).
+#[no_mangle]
+pub unsafe extern "C" fn protocell_presyn_set_state(
+    bank: *const ProtocellPresyn,
+    state: *const f32,
+    len: usize,
+) -> ProtocellStatus {
+    guard(|| {
+        with_presyn(bank, |b| {
+            exact_len(len, b.keys() * b.width(), "state")?;
+            Ok(b.set_state(unsafe { slice(state, len, "state")? })?)
+        })
+    })
+}
+
+/// Releases a presynaptic bank and sets `*bank` to NULL.
+#[no_mangle]
+pub unsafe extern "C" fn protocell_presyn_destroy(bank: *mut *mut ProtocellPresyn) -> ProtocellStatus {
+    guard(|| unsafe { destroy(bank, "presynaptic bank") })
 }
 
 #[cfg(test)]

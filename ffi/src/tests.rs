@@ -432,6 +432,65 @@ fn handles_are_confined_to_their_thread() {
 }
 
 #[test]
+fn presynaptic_bank_round_trip_and_hostile_input() {
+    let mut b = null_mut();
+    unsafe {
+        for (json, keys, needle) in [
+            (r#"{"tau_c": -1}"#, 4, "tau_c"),
+            (r#"{"attn_topk": 0}"#, 4, "attn_topk"),
+            (r#"{"tau_prime": 5}"#, 4, "unknown field"),
+            (r#"{"endo_delay": 100}"#, 4, "endo_delay"),
+            (r#"{}"#, 0, "keys"),
+            (r#"{}"#, usize::MAX, "keys"),
+            (r#"[1]"#, 4, "presynaptic"),
+        ] {
+            expect(protocell_presyn_create(json.as_ptr().cast(), json.len(), keys, &mut b), S::Config, needle);
+        }
+        let json = r#"{"attn_topk": 2}"#;
+        ok(protocell_presyn_create(json.as_ptr().cast(), json.len(), 5, &mut b));
+        let (mut keys, mut width) = (0, 0);
+        ok(protocell_presyn_shape(b, &mut keys, &mut width));
+        assert_eq!((keys, width), (5, 10));
+        let mut state = vec![0f32; 50];
+        ok(protocell_presyn_get_state(b, state.as_mut_ptr(), 50));
+        assert_eq!(&state[..7], &[0.0, 0.0, 6.0, 18.0, 0.7, 0.6, 0.85]);
+        // the two strongest finite drives are the edges; NaN is not an edge
+        let mut e = [0f32; 5];
+        ok(protocell_presyn_step(b, [0.5f32, f32::NAN, 2.0, -1.0, 1.0].as_ptr(), 5, e.as_mut_ptr(), 5));
+        assert!(e[2] > 0.0 && e[4] > 0.0 && e[0] == 0.0 && e[1] == 0.0 && e[3] == 0.0, "{e:?}");
+        ok(protocell_presyn_get_state(b, state.as_mut_ptr(), 50));
+        assert!(state[2 * 10 + 2] < 6.0, "the strongest terminal's pool depleted");
+        // repeated drive depletes further: the output of the same edge falls
+        let mut e2 = [0f32; 5];
+        ok(protocell_presyn_step(b, [0.5f32, f32::NAN, 2.0, -1.0, 1.0].as_ptr(), 5, e2.as_mut_ptr(), 5));
+        assert!(e2[2] < e[2], "{} then {}", e[2], e2[2]);
+        // hostile input
+        expect(protocell_presyn_step(b, [0.0f32; 4].as_ptr(), 4, e.as_mut_ptr(), 5), S::InvalidArgument, "expected 5");
+        expect(protocell_presyn_step(b, null(), 5, e.as_mut_ptr(), 5), S::NullPointer, "drive");
+        expect(protocell_presyn_step(b, [0.0f32; 5].as_ptr(), 5, null_mut(), 5), S::NullPointer, "out");
+        expect(protocell_presyn_get_state(b, state.as_mut_ptr(), 49), S::InvalidArgument, "expected 50");
+        ok(protocell_presyn_get_state(b, state.as_mut_ptr(), 50));
+        let before = state.clone();
+        let mut bad = state.clone();
+        bad[2] = 31.0;
+        expect(protocell_presyn_set_state(b, bad.as_ptr(), 50), S::InvalidArgument, "outside");
+        bad[2] = f32::NAN;
+        expect(protocell_presyn_set_state(b, bad.as_ptr(), 50), S::InvalidArgument, "outside");
+        ok(protocell_presyn_get_state(b, state.as_mut_ptr(), 50));
+        assert_eq!(state, before, "failed calls change nothing");
+        let mut good = state.clone();
+        good[2] = 3.0;
+        ok(protocell_presyn_set_state(b, good.as_ptr(), 50));
+        ok(protocell_presyn_get_state(b, state.as_mut_ptr(), 50));
+        assert_eq!(state, good);
+        // a bank handle is not a colony handle
+        expect(protocell_colony_step(b.cast(), [0.0f32; 5].as_ptr(), 5), S::InvalidHandle, "presynaptic bank");
+        ok(protocell_presyn_destroy(&mut b));
+        expect(protocell_presyn_destroy(&mut b), S::NullPointer, "already destroyed");
+    }
+}
+
+#[test]
 fn colony_round_trip_and_hostile_input() {
     let dev = cpu();
     let mut c = null_mut();

@@ -472,7 +472,8 @@ where
 
 /// Parses colony settings from JSON (`{"blocks": 6}` at least); unknown fields are errors.
 pub fn colony_config(text: &str) -> Result<ColonyConfig> {
-    let c: ColonyConfig = serde_json::from_str(text).map_err(|e| Error::Config(format!("colony: {e}")))?;
+    let c: ColonyConfig =
+        serde_json::from_value(json_object(text, "colony")?).map_err(|e| Error::Config(format!("colony: {e}")))?;
     c.validate()?;
     Ok(c)
 }
@@ -485,4 +486,23 @@ pub fn create_colony(cfg: ColonyConfig, device: Device) -> Result<Box<dyn Colony
 /// Decodes a checkpoint held in memory (the limits of [`protocell_core::record::Limits`]).
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
     Checkpoint::decode_with(bytes, &protocell_core::record::Limits::default())
+}
+
+/// Parses presynaptic settings from JSON (`{}` for the seed's defaults; any field of
+/// `SynapticConfig`); unknown fields are errors.
+pub fn presyn_config(text: &str) -> Result<protocell_core::synapse::SynapticConfig> {
+    let c: protocell_core::synapse::SynapticConfig = json_object(text, "presynaptic settings")
+        .and_then(|v| serde_json::from_value(v).map_err(|e| Error::Config(format!("presynaptic settings: {e}"))))?;
+    c.validate()?;
+    Ok(c)
+}
+
+/// Parses `text` as a JSON object (serde would also accept an array for a struct, by field
+/// position: refused here).
+fn json_object(text: &str, what: &str) -> Result<Value> {
+    let v: Value = serde_json::from_str(text).map_err(|e| Error::Config(format!("{what}: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::Config(format!("{what} must be a JSON object, got {v}")));
+    }
+    Ok(v)
 }

@@ -60,7 +60,7 @@ pub struct Recall {
 
 impl Default for Recall {
     fn default() -> Self {
-        Self { keys: 64, values: 64, pairs: 16, queries: 16 }
+        Self { keys: 16, values: 16, pairs: 8, queries: 8 }
     }
 }
 

@@ -18,11 +18,13 @@ use crate::tensor::Tensor;
 use alloc::vec;
 use alloc::vec::Vec;
 
+pub mod bank;
 pub mod config;
 pub mod post;
 pub mod scalar;
 pub mod scan;
 
+pub use bank::Bank;
 pub use config::{PresynMode, SynapticConfig};
 pub use post::SynapticLinear;
 
