@@ -67,7 +67,7 @@ pub(crate) fn recall_run(
             m.context_len()
         )));
     }
-    let opt_cfg = json!({"lr": 1e-3, "min_lr": 1e-4, "warmup": (steps / 20).max(1), "total_steps": steps});
+    let opt_cfg = json!({"lr": 3e-3, "min_lr": 3e-4, "warmup": (steps / 20).max(1), "total_steps": steps});
     let mut opt = Optimizer::new(OptimizerConfig::from_json(&opt_cfg.to_string())?)?;
     let key = RngKey::new(seed).fold(77);
     let (mut secs, mut tokens) = (0.0, 0u64);
