@@ -149,3 +149,34 @@ fn weights_change_only_in_training_steps() {
     let ema = m.blocks[0].attn.ema.to_scalar().unwrap();
     assert!(ema != 1.0 && ema.is_finite(), "the normaliser did not move: {ema}");
 }
+
+/// The Hebbian loop stays bounded under aggressive training: fast weights within their norm
+/// ceiling, gains within their bound, everything finite (the seed's unbounded writes diverge).
+#[test]
+fn hebbian_state_stays_bounded() {
+    let mut run = run_cfg("tiny", 150);
+    run.train.lr = 1e-2;
+    run.train.min_lr = 1e-2;
+    let mut s = new_session(run, Device::Cpu).unwrap();
+    for _ in 0..150 {
+        let st = s.train_step().unwrap();
+        assert!(st.loss.is_finite());
+    }
+    let ck = s.checkpoint().unwrap();
+    let cfg = SynapticConfig::default();
+    let mut checked = 0;
+    for t in ck.tensors().iter().filter(|t| t.role == protocell_core::record::Role::Buffer) {
+        let v = t.data.as_f32().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{} holds a non-finite value", t.path);
+        if t.path.ends_with("w_fast") {
+            let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            assert!(norm <= cfg.fast_weight_max_norm * (1.0 + 1e-5), "{}: |W_fast| = {norm}", t.path);
+            checked += 1;
+        }
+        if t.path.ends_with("_gain") {
+            assert!(v.iter().all(|x| x.abs() as f64 <= cfg.post_gain_bound + 1e-6), "{} out of bounds", t.path);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12, "2 layers × 2 Hebbian linears × (fast weights + 2 gains)");
+}

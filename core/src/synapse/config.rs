@@ -115,6 +115,15 @@ pub struct SynapticConfig {
     pub post_fast_lr: f64,
     /// Learning rate of the consolidated (slow Hebbian) gain.
     pub post_slow_lr: f64,
+    /// Ceiling of the fast weights' Frobenius norm: after each write `W_fast` is scaled back
+    /// to at most this norm. The seed's default writes are unbounded, and its Hebbian loop
+    /// (larger outputs → larger traces → larger fast weights and gains) runs away to infinity
+    /// within a few hundred steps at a learning rate of 3e-3 (the synaptic GPT on the recall
+    /// task); the seed has this bound only in its opt-in normalised mode.
+    pub fast_weight_max_norm: f64,
+    /// Bound of the fast and consolidated gains `f, s` (each kept in `[−b, b]`, so the gain
+    /// `1 + f + s` stays positive for `b < ½`); the seed's gains are unbounded.
+    pub post_gain_bound: f64,
     /// CaMKII activation rate κ when postsynaptic calcium exceeds `camkii_thr`.
     pub camkii_up: f64,
     /// PP1 persistence per update (`P ← pp1_tau·P + (1 − pp1_tau)·[ca < pp1_thr]`).
@@ -172,6 +181,8 @@ impl Default for SynapticConfig {
             post_fast_decay: 0.95,
             post_fast_lr: 1.5e-3,
             post_slow_lr: 5e-4,
+            fast_weight_max_norm: 1.0,
+            post_gain_bound: 0.45,
             camkii_up: 0.05,
             pp1_tau: 0.985,
             camkii_thr: 1.0,
@@ -233,6 +244,7 @@ impl SynapticConfig {
             pos(n, v)?;
         }
         pos("epsilon", self.epsilon)?;
+        pos("fast_weight_max_norm", self.fast_weight_max_norm)?;
         for (n, v) in [
             ("alpha_buf_on", self.alpha_buf_on),
             ("alpha_buf_off", self.alpha_buf_off),
@@ -264,6 +276,7 @@ impl SynapticConfig {
             ("barrier_strength", self.barrier_strength),
             ("loge_bias_clamp", self.loge_bias_clamp),
             ("post_fast_lr", self.post_fast_lr),
+            ("post_gain_bound", self.post_gain_bound),
             ("post_slow_lr", self.post_slow_lr),
             ("camkii_thr", self.camkii_thr),
             ("pp1_thr", self.pp1_thr),

@@ -24,11 +24,17 @@
 //! 2. postsynaptic calcium `ca = [mean_n |y|]₀¹⁰` per output;
 //!    `K ← [K + κ·[ca > θ_K](1 − K)]₀¹`, `P ← P_τ P + (1 − P_τ)[ca < θ_P]`,
 //!    `BDNF ← [b_τ BDNF + (1 − b_τ) acc]₀^{b_max}` (with the accumulator of the previous write);
-//! 3. `Δ = g·u v` (`[in, out]`, rank R): `W_fast ← d_f W_fast + η_f Δᵀ`;
+//! 3. `Δ = g·u v` (`[in, out]`, rank R): `W_fast ← d_f W_fast + η_f Δᵀ`, then scaled back to
+//!    `‖W_fast‖_F ≤ fast_weight_max_norm`;
 //! 4. `δ = mean over inputs of u v` (`[out]`; one reduction for every shape, unlike the seed's
-//!    diagonal-or-mean, §9.9): `f ← d_f f + η_f δ`, `acc ← [0.985 acc + 0.015|δ|]₀¹⁰`,
-//!    `s ← s + η_s (1 + γ·BDNF) δ G` with the consolidation gate `G = σ(K − ½) − 0.3`
-//!    (the seed's gate; a write that is not finite is skipped).
+//!    diagonal-or-mean, §9.9): `f ← [d_f f + η_f δ]_{−b}^{b}`, `acc ← [0.985 acc + 0.015|δ|]₀¹⁰`,
+//!    `s ← [s + η_s (1 + γ·BDNF) δ G]_{−b}^{b}` with the consolidation gate
+//!    `G = σ(K − ½) − 0.3` (the seed's gate; a write that is not finite is skipped) and
+//!    `b = post_gain_bound`.
+//!
+//! The two bounds are not the seed's: its writes are unbounded, and the loop they close
+//! (larger outputs → larger traces → larger fast weights and gains → larger outputs) diverges
+//! to infinity within a few hundred training steps at a learning rate of 3·10⁻³.
 use super::SynapticConfig;
 use crate::backend::Backend;
 use crate::error::Result;
@@ -92,6 +98,10 @@ pub struct HebbRates {
     pub bdnf_scale: f32,
     /// BDNF ceiling.
     pub bdnf_max: f32,
+    /// Ceiling of `‖W_fast‖_F`.
+    pub fast_max_norm: f32,
+    /// Bound of the gains.
+    pub gain_bound: f32,
 }
 
 impl HebbRates {
@@ -110,6 +120,8 @@ impl HebbRates {
             bdnf_tau: cfg.bdnf_tau as f32,
             bdnf_scale: cfg.bdnf_scale as f32,
             bdnf_max: cfg.bdnf_max as f32,
+            fast_max_norm: cfg.fast_weight_max_norm as f32,
+            gain_bound: cfg.post_gain_bound as f32,
         }
     }
 }
@@ -227,9 +239,12 @@ impl<B: Backend> SynapticLinear<B> {
         // 3. fast weights: W_fast ← d W_fast + η g (u v)ᵀ = d W_fast + η g vᵀ uᵀ
         let w_fast =
             h.w_fast.mul_scalar(r.fast_decay)?.add(&v.matmul_t(&u, true, true)?.mul_scalar(r.fast_lr * r.gate)?)?;
+        let norm = libm::sqrtf(w_fast.square()?.sum_all()?.to_scalar()?);
+        let w_fast = if norm > r.fast_max_norm { w_fast.mul_scalar(r.fast_max_norm / norm)? } else { w_fast };
         // 4. gains: δ = (mean over inputs of u) · v
         let delta = u.mean(0)?.matmul(&v)?.reshape(&[d_out])?;
-        let fast_gain = h.fast_gain.mul_scalar(r.fast_decay)?.add(&delta.mul_scalar(r.fast_lr)?)?;
+        let b = r.gain_bound;
+        let fast_gain = h.fast_gain.mul_scalar(r.fast_decay)?.add(&delta.mul_scalar(r.fast_lr)?)?.clamp(-b, b)?;
         let acc = h
             .acc
             .mul_scalar(0.985)?
@@ -247,7 +262,7 @@ impl<B: Backend> SynapticLinear<B> {
         h.fast_gain.stage(fast_gain);
         h.acc.stage(acc);
         if finite {
-            h.slow_gain.stage(h.slow_gain.add(&write)?);
+            h.slow_gain.stage(h.slow_gain.add(&write)?.clamp(-b, b)?);
         }
         Ok(())
     }
