@@ -5,7 +5,7 @@ use protocell_core::backend::Backend;
 use protocell_core::data::{sequential_windows, Tokenizer};
 use protocell_core::error::{Error, Result};
 use protocell_core::models::LanguageModel;
-use protocell_core::nn::ForwardCtx;
+use protocell_core::nn::{Decoder, ForwardCtx};
 use protocell_core::record::Checkpoint;
 use protocell_core::rng::{Philox, RngKey};
 use protocell_core::train::checkpoint;
@@ -78,8 +78,9 @@ pub fn last_logits<B: Backend, M: LanguageModel<B>>(model: &M, ids: &[u32], dev:
     logits.narrow(1, ctx.len() - 1, 1)?.reshape(&[v])?.to_vec()
 }
 
-/// Appends `n_new` sampled tokens to `prompt` (full recomputation over the last
-/// `context_len` tokens at every step).
+/// Appends `n_new` sampled tokens to `prompt`, decoding incrementally (the model's key/value
+/// cache: each new token costs the same whatever the context length; beyond the context the
+/// window slides by half a context, see [`Decoder`]).
 pub fn generate<B: Backend, M: LanguageModel<B>>(
     model: &M,
     prompt: &[u32],
@@ -94,13 +95,21 @@ pub fn generate<B: Backend, M: LanguageModel<B>>(
             model.vocab_size()
         )));
     }
-    let mut out = prompt.to_vec();
-    let mut rng = Philox::new(RngKey::new(s.seed).fold(0x5A3D));
-    for _ in 0..n_new {
-        let logits = last_logits::<B, M>(model, &out, dev)?;
-        out.push(sample_token(&logits, s, &mut rng)?);
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument("need at least one token".into()));
     }
-    Ok(out[prompt.len()..].to_vec())
+    let mut out = Vec::with_capacity(n_new);
+    let mut rng = Philox::new(RngKey::new(s.seed).fold(0x5A3D));
+    let mut dec = Decoder::new(model, dev)?;
+    let mut logits = if n_new > 0 { dec.feed(prompt)? } else { Vec::new() };
+    for i in 0..n_new {
+        let t = sample_token(&logits, s, &mut rng)?;
+        out.push(t);
+        if i + 1 < n_new {
+            logits = dec.feed(&[t])?;
+        }
+    }
+    Ok(out)
 }
 
 /// Loss of a model on a whole text.

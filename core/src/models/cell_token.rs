@@ -18,7 +18,7 @@ use super::LanguageModel;
 use crate::backend::Backend;
 use crate::cell::{scalar, CellMode, CellOps, ColonySpec, Pruning, N_COEFFS, SEED_COEFFS};
 use crate::error::{Error, Result};
-use crate::nn::{Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, Param, ParamIds, SelfAttention};
+use crate::nn::{Block, Embedding, ForwardCtx, Init, KvCache, LayerNorm, Linear, Mlp, Param, ParamIds, SelfAttention};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
@@ -383,6 +383,24 @@ impl<B: Backend + CellOps<B>> LanguageModel<B> for CellToken<B> {
             x = b.forward(&x, ctx)?;
         }
         self.ln_f.forward(&x)?.matmul_t(&self.wte.weight, false, true)
+    }
+
+    /// The colony and the collapse act on each token alone, so only the blocks cache.
+    fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
+        let (pos, n) = cache.begin("cell-token", self.blocks.len(), self.cfg.ctx_len, ids)?;
+        crate::nn::cache::guarded(cache, |cache| {
+            let e = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, pos, n)?)?;
+            let mut x = if self.cfg.cell_path {
+                let feats = self.colony(&e, &mut ForwardCtx::eval())?;
+                self.cell.ln.forward(&e.add(&self.cell.collapse.forward(&feats)?)?)?
+            } else {
+                self.cell.ln.forward(&e)?
+            };
+            for (b, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+                x = b.forward_cached(&x, lc)?;
+            }
+            self.ln_f.forward(&x)?.matmul_t(&self.wte.weight, false, true)
+        })
     }
 }
 

@@ -16,7 +16,7 @@
 use super::LanguageModel;
 use crate::backend::{Backend, Dist};
 use crate::error::{Error, Result};
-use crate::nn::{Embedding, ForwardCtx, Init, LayerNorm, Linear, Param, ParamIds, SelfAttention};
+use crate::nn::{Embedding, ForwardCtx, Init, KvCache, LayerNorm, Linear, Param, ParamIds, SelfAttention};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
@@ -272,5 +272,23 @@ impl<B: Backend> LanguageModel<B> for CellularTransformer<B> {
             x = l.forward(&x, ctx)?;
         }
         self.head.forward(&x)
+    }
+
+    /// The organelle attention acts within each token, so only the macro layers cache.
+    fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
+        let (pos, t) = cache.begin("cellular-transformer", self.layers.len(), self.cfg.ctx_len, ids)?;
+        crate::nn::cache::guarded(cache, |cache| {
+            let (b, d) = (ids.shape()[0], self.cfg.d_model);
+            let mut x = self.emb.forward(ids)?;
+            if let Some(cell) = &self.cellular {
+                let (n, dorg) = (self.cfg.organelles, d / self.cfg.organelles);
+                x = cell.forward(&x.reshape(&[b * t, n, dorg])?, &mut ForwardCtx::eval())?.reshape(&[b, t, d])?;
+            }
+            x = x.add(&self.pos.weight.narrow(0, pos, t)?)?;
+            for (l, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+                x = l.ln.forward(&x.add(&l.attn.forward_cached(&x, lc)?)?)?;
+            }
+            self.head.forward(&x)
+        })
     }
 }

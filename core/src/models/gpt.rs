@@ -5,7 +5,9 @@
 use super::LanguageModel;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::nn::{dropout, Block, Embedding, ForwardCtx, Init, LayerNorm, Linear, Mlp, ParamIds, SelfAttention};
+use crate::nn::{
+    dropout, Block, Embedding, ForwardCtx, Init, KvCache, LayerNorm, Linear, Mlp, ParamIds, SelfAttention,
+};
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
 use alloc::format;
@@ -236,7 +238,25 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
         for b in &self.blocks {
             x = b.forward(&x, ctx)?;
         }
-        let x = self.ln_f.forward(&x)?;
+        self.logits(&x)
+    }
+
+    fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
+        let (pos, n) = cache.begin("gpt", self.blocks.len(), self.cfg.ctx_len, ids)?;
+        crate::nn::cache::guarded(cache, |cache| {
+            let mut x = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, pos, n)?)?;
+            for (b, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+                x = b.forward_cached(&x, lc)?;
+            }
+            self.logits(&x)
+        })
+    }
+}
+
+impl<B: Backend> Gpt<B> {
+    /// `LN_f(x)·wteᵀ` (tied) or the head.
+    fn logits(&self, x: &Tensor<B>) -> Result<Tensor<B>> {
+        let x = self.ln_f.forward(x)?;
         match &self.head {
             Some(h) => h.forward(&x),
             None => x.matmul_t(&self.wte.weight, false, true),

@@ -2,7 +2,7 @@
 //! backend, with presets that reproduce its seed.
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::nn::{ForwardCtx, Module, ParamIds};
+use crate::nn::{ForwardCtx, KvCache, Module, ParamIds};
 use crate::recipe::TrainConfig;
 use crate::rng::RngKey;
 use crate::tensor::{Ids, Tensor};
@@ -71,6 +71,23 @@ pub trait LanguageModel<B: Backend>: Module<B> + Sized {
     fn context_len(&self) -> usize;
     /// Logits `[B, S, V]` for ids `[B, S]`.
     fn forward(&self, ids: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>>;
+
+    /// Logits `[B, n, V]` for `ids: [B, n]` continuing the sequences held in `cache`
+    /// (positions `cache.len() .. cache.len() + n`), which it extends. Evaluation mode: no
+    /// dropout, no noise, no weight writes. `cache.len() + n` must not exceed the context
+    /// ([`crate::nn::Decoder`] slides the window). Equal to the last `n` positions of
+    /// [`LanguageModel::forward`] over all the cached tokens and `ids`.
+    ///
+    /// The default recomputes the whole prefix (correct for any causal model, cost growing
+    /// with the prefix); the decoders override it with key/value caching.
+    fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
+        let (_, n) = cache.begin(Self::ARCH, 0, self.context_len(), ids)?;
+        crate::nn::cache::guarded(cache, |cache| {
+            let all = cache.all_ids()?;
+            let logits = self.forward(&all, &mut ForwardCtx::eval())?;
+            logits.narrow(1, cache.len() - n, n)
+        })
+    }
 
     /// Mean next-token cross-entropy of `inputs → targets` (both `[B, S]`).
     fn loss(&self, inputs: &Ids<B>, targets: &Ids<B>, ctx: &mut ForwardCtx) -> Result<Tensor<B>> {

@@ -5,7 +5,7 @@
 //! x = wte[ids] + wpe[0..S]
 //! per block:  x ← x + attn(LN₁ x),  x ← x + mlp(LN₂ x);   logits = LN_f(x)·wteᵀ
 //! attn:  s = q kᵀ/√Dh per head;  (e, mask) = presyn(s)  (crate::synapse, seed or causal)
-//!        L = s + mask ⊙ [λ·log(ε + e/(ema + 10⁻⁶))]_{−c}^{c} − β_s |i − j|/S + causal mask
+//!        L = s + mask ⊙ [λ·log(ε + e/(ema + 10⁻⁶))]_{−c}^{c} − β_s (i − j)/N + causal mask
 //!        y = softmax(L) v → heads concatenated → output projection
 //! mlp:   proj(GELU(fc(x))) with fc, proj SynapticLinear (crate::synapse::post)
 //! ```
@@ -20,7 +20,7 @@
 use super::{Architecture, LanguageModel, Preset};
 use crate::backend::{AttnSpec, Backend};
 use crate::error::Result;
-use crate::nn::{dropout, Buffer, Embedding, ForwardCtx, Init, LayerNorm, Linear, ParamIds};
+use crate::nn::{dropout, Buffer, Embedding, ForwardCtx, Init, KvCache, LayerCache, LayerNorm, Linear, ParamIds};
 use crate::rng::RngKey;
 use crate::synapse::{self, PresynMode, PresynSpec, SynapseOps, SynapticConfig, SynapticLinear};
 use crate::tensor::{Ids, Tensor};
@@ -183,6 +183,7 @@ pub struct SynapticAttention<B: Backend> {
     pub ema: Buffer<B>,
     n_head: usize,
     layer: usize,
+    ctx_len: usize,
     mode: PresynMode,
     cfg: SynapticConfig,
 }
@@ -226,6 +227,58 @@ impl<B: Backend + SynapseOps<B>> SynapticAttention<B> {
         } else {
             ema_old
         };
+        let probs = self.mix(&scores, &e, &mask, ema, 0)?;
+        let y = probs.matmul(&v)?.reshape(&[b, h, t, hd])?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
+        if ctx.train {
+            vitals(self.layer, &state, ctx)?;
+        }
+        self.proj.forward(&y)
+    }
+
+    /// Incremental [`SynapticAttention::forward`] (evaluation mode) for `x: [B, n, d]` at
+    /// positions `pos..pos + n`: keys and values `[B·H, L, Dh]` and the pools of every key
+    /// `[B·H, L, W]` are carried in `cache`, so the presynaptic dynamics continue across
+    /// decoding calls. In causal mode this equals the full forward over the whole prefix
+    /// (the scan is causal); in seed mode it is the seed's decoding (one step per call from
+    /// the carried state), which its full forward (fresh state) is not.
+    pub fn forward_cached(&self, x: &Tensor<B>, cache: &mut LayerCache<B>, pos: usize) -> Result<Tensor<B>> {
+        let s = x.shape();
+        let (b, n, d) = (s[0], s[1], s[2]);
+        let h = self.n_head;
+        let hd = d / h;
+        let scale = 1.0 / libm::sqrtf(hd as f32);
+        let qkv = self.qkv.forward(x)?.reshape(&[b, n, 3, h, hd])?;
+        let part = |i: usize| -> Result<Tensor<B>> {
+            qkv.narrow(2, i, 1)?.reshape(&[b, n, h, hd])?.permute(&[0, 2, 1, 3])?.reshape(&[b * h, n, hd])
+        };
+        let q = part(0)?;
+        let (k, v) = cache.append_kv(part(1)?, part(2)?, 1)?;
+        let y = if self.mode == PresynMode::Off {
+            Tensor::attention(&q, &k, &v, true, scale)?
+        } else {
+            let scores = q.matmul_t(&k, false, true)?.mul_scalar(scale)?;
+            let spec = PresynSpec::new(&self.cfg, self.mode)?;
+            let state0 = match cache.state.take() {
+                Some(st) => st,
+                None => Tensor::<B>::zeros(&[b * h, 0, spec.width()], &x.device())?,
+            };
+            let (e, mask, state) = synapse::presyn(&scores, &state0, &spec)?;
+            cache.state = Some(state);
+            let ema = self.ema.to_scalar()? as f64;
+            self.mix(&scores, &e, &mask, ema, pos)?.matmul(&v)?
+        };
+        self.proj.forward(&y.reshape(&[b, h, n, hd])?.permute(&[0, 2, 1, 3])?.reshape(&[b, n, d])?)
+    }
+
+    /// Attention probabilities `softmax(s + bias(e) − barrier + causal mask)` of queries at
+    /// positions `pos..pos + n` over keys `0..L` (`scores, e, mask: [R, n, L]`), with the
+    /// release bias `mask ⊙ [λ log(ε + e/(ema + 10⁻⁶))]_{−c}^{c}` and the septin barrier
+    /// `β_s (i − j)/N`: `N` is the keys of the call in seed mode (the seed normalises by the
+    /// current key length, so a token's penalty depends on the context's length) and the
+    /// context length otherwise (a fixed function of the distance, so that every position's
+    /// output is independent of later tokens and decoding equals the full forward).
+    fn mix(&self, scores: &Tensor<B>, e: &Tensor<B>, mask: &Tensor<B>, ema: f64, pos: usize) -> Result<Tensor<B>> {
+        let (n, l) = (scores.shape()[1], scores.shape()[2]);
         let c = &self.cfg;
         let lim = if c.loge_bias_clamp > 0.0 { c.loge_bias_clamp as f32 } else { f32::MAX };
         let bias = e
@@ -234,21 +287,17 @@ impl<B: Backend + SynapseOps<B>> SynapticAttention<B> {
             .log()?
             .mul_scalar(c.lambda_loge as f32)?
             .clamp(-lim, lim)?
-            .mul(&mask)?;
-        // septin barrier and causal mask, one [S, S] constant
-        let mut fixed = Vec::with_capacity(t * t);
-        for i in 0..t {
-            for j in 0..t {
-                fixed.push(if j > i { -1e9 } else { -(c.barrier_strength as f32) * (i - j) as f32 / t as f32 });
+            .mul(mask)?;
+        let norm = if self.mode == PresynMode::Seed { l } else { self.ctx_len } as f32;
+        let beta = c.barrier_strength as f32;
+        let mut fixed = Vec::with_capacity(n * l);
+        for i in pos..pos + n {
+            for j in 0..l {
+                fixed.push(if j > i { -1e9 } else { -beta * (i - j) as f32 / norm });
             }
         }
-        let fixed = Tensor::from_f32(&fixed, &[t, t], &dev)?;
-        let probs = scores.add(&bias)?.add(&fixed)?.softmax()?;
-        let y = probs.matmul(&v)?.reshape(&[b, h, t, hd])?.permute(&[0, 2, 1, 3])?.reshape(&[b, t, d])?;
-        if ctx.train {
-            vitals(self.layer, &state, ctx)?;
-        }
-        self.proj.forward(&y)
+        let fixed = Tensor::from_f32(&fixed, &[n, l], &scores.device())?;
+        scores.add(&bias)?.add(&fixed)?.softmax()
     }
 }
 
@@ -334,6 +383,7 @@ impl<B: Backend + SynapseOps<B>> LanguageModel<B> for SynapticGpt<B> {
                     ema: Buffer::new(Tensor::ones(&[1], dev)?),
                     n_head: cfg.n_head,
                     layer: i,
+                    ctx_len: cfg.ctx_len,
                     mode: cfg.synapses,
                     cfg: cfg.synaptic.clone(),
                 },
@@ -393,5 +443,21 @@ impl<B: Backend + SynapseOps<B>> LanguageModel<B> for SynapticGpt<B> {
         }
         let x = self.ln_f.forward(&x)?;
         x.matmul_t(&self.wte.weight, false, true)
+    }
+
+    /// Keys, values and presynaptic pools are cached per layer (see
+    /// [`SynapticAttention::forward_cached`]); the MLPs read their weights and write nothing.
+    fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
+        let (pos, n) = cache.begin("synaptic-gpt", self.blocks.len(), self.cfg.ctx_len, ids)?;
+        crate::nn::cache::guarded(cache, |cache| {
+            let ctx = &mut ForwardCtx::eval();
+            let mut x = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, pos, n)?)?;
+            for (blk, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+                x = x.add(&blk.attn.forward_cached(&blk.ln1.forward(&x)?, lc, pos)?)?;
+                let hdn = blk.mlp.fc.forward(&blk.ln2.forward(&x)?, ctx)?.gelu()?;
+                x = x.add(&blk.mlp.proj.forward(&hdn, ctx)?)?;
+            }
+            self.ln_f.forward(&x)?.matmul_t(&self.wte.weight, false, true)
+        })
     }
 }

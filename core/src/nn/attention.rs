@@ -1,5 +1,5 @@
 //! Multi-head self-attention and the GELU MLP of a transformer block.
-use super::{dropout, ForwardCtx, Init, Linear};
+use super::{dropout, ForwardCtx, Init, LayerCache, Linear};
 use crate::backend::{AttnDropout, AttnSpec, Backend};
 use crate::error::{Error, Result};
 use crate::rng::RngKey;
@@ -76,6 +76,30 @@ impl<B: Backend> SelfAttention<B> {
         let spec = AttnSpec { causal: self.causal, scale: 1.0 / (hd as f32).sqrt(), dropout };
         let y = Tensor::self_attention(&qkv, &spec)?;
         self.proj.forward(&y.reshape(&[b, t, d])?)
+    }
+
+    /// Incremental [`SelfAttention::forward`] (evaluation mode) for `x: [B, n, d]`, the
+    /// next `n` positions after those in `cache`: their keys and values (`[B, H, L, Dh]`)
+    /// are appended to the cache and the queries attend causally to all `L` of them.
+    pub fn forward_cached(&self, x: &Tensor<B>, cache: &mut LayerCache<B>) -> Result<Tensor<B>> {
+        let s = x.shape();
+        if s.len() != 3 {
+            return Err(crate::shape_err!("attention", "input must be [batch, seq, dim], got {s:?}"));
+        }
+        if !self.causal {
+            return Err(Error::InvalidArgument(
+                "a non-causal attention layer cannot decode incrementally (earlier queries would see later keys)"
+                    .into(),
+            ));
+        }
+        let (b, n, d) = (s[0], s[1], s[2]);
+        let h = self.n_head;
+        let hd = d / h;
+        let qkv = self.qkv.forward(x)?.reshape(&[b, n, 3, h, hd])?;
+        let part = |i: usize| qkv.narrow(2, i, 1)?.reshape(&[b, n, h, hd])?.permute(&[0, 2, 1, 3]);
+        let (k, v) = cache.append_kv(part(1)?, part(2)?, 2)?;
+        let y = Tensor::attention(&part(0)?, &k, &v, true, 1.0 / (hd as f32).sqrt())?;
+        self.proj.forward(&y.permute(&[0, 2, 1, 3])?.reshape(&[b, n, d])?)
     }
 }
 

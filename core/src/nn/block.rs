@@ -1,5 +1,5 @@
 //! The pre-norm transformer block shared by the decoder models.
-use super::{dropout, ForwardCtx, LayerNorm, Mlp, SelfAttention};
+use super::{dropout, ForwardCtx, LayerCache, LayerNorm, Mlp, SelfAttention};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -26,6 +26,14 @@ impl<B: Backend> Block<B> {
         let a = dropout(&self.attn.forward(&self.ln1.forward(x)?, ctx)?, self.resid_dropout, ctx)?;
         let x = x.add(&a)?;
         let m = self.mlp.forward(&self.ln2.forward(&x)?, ctx)?;
+        x.add(&m)
+    }
+
+    /// Incremental [`Block::forward`] in evaluation mode (see
+    /// [`SelfAttention::forward_cached`]).
+    pub fn forward_cached(&self, x: &Tensor<B>, cache: &mut LayerCache<B>) -> Result<Tensor<B>> {
+        let x = x.add(&self.attn.forward_cached(&self.ln1.forward(x)?, cache)?)?;
+        let m = self.mlp.forward(&self.ln2.forward(&x)?, &mut ForwardCtx::eval())?;
         x.add(&m)
     }
 }

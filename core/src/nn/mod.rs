@@ -15,11 +15,13 @@ use alloc::vec::Vec;
 
 mod attention;
 mod block;
+pub mod cache;
 mod layers;
 pub mod param;
 
 pub use attention::{Mlp, SelfAttention};
 pub use block::Block;
+pub use cache::{Decoder, KvCache, LayerCache};
 pub use layers::{dropout, Embedding, Init, LayerNorm, Linear, RmsNorm};
 pub use param::{
     Buffer, BufferVisitor, BufferVisitorMut, ModuleField, Param, ParamId, ParamIds, ParamVisitor, ParamVisitorMut,
