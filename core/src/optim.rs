@@ -38,12 +38,139 @@ pub struct AdamWConfig {
     pub decay: DecayFilter,
     /// Clip the global gradient L2 norm to this value (0 disables).
     pub grad_clip: f64,
+    /// Muon for the block matrices (off by default; when on, AdamW updates the rest).
+    #[serde(default)]
+    pub muon: MuonConfig,
 }
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decay: DecayFilter::Matrices, grad_clip: 1.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            decay: DecayFilter::Matrices,
+            grad_clip: 1.0,
+            muon: MuonConfig::default(),
+        }
     }
+}
+
+/// Muon ("MomentUm Orthogonalized by Newton–Schulz", the nanochat recipe's optimiser for the
+/// ≥2-D block matrices): for a matrix parameter `W: [r, c]` with gradient `G` (after the
+/// global clip),
+///
+/// ```text
+/// μ_t = μ₀ + (μ − μ₀)·min(1, t/T_μ)           momentum warm-up over the optimiser's steps
+/// M ← μ_t M + (1 − μ_t) G                      (the state's `m`; `v` stays zero)
+/// U = (1 − μ_t) G + μ_t M  (Nesterov)  or  U = M
+/// O = NS₅(U / (‖U‖_F + 10⁻⁷))                  quintic Newton–Schulz, (a, b, c) =
+///     X ← aX + (bA + cA²)X,  A = XXᵀ             (3.4445, −4.7750, 2.0315), on the wide side
+/// W ← W(1 − η λ) − η √max(1, r/c) · O,   η = lr_muon · lr_t / lr_peak
+/// ```
+///
+/// so Muon's rate follows the run's schedule in proportion. Which parameters: rank 2, and
+/// the dotted path not starting with any of `exclude` (by default the token and position
+/// tables and the output head, which AdamW keeps, as in the recipe).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MuonConfig {
+    /// Use Muon for the block matrices.
+    pub enabled: bool,
+    /// Peak rate of the orthogonalised update (scaled by the schedule like AdamW's).
+    pub lr: f64,
+    /// Final momentum μ.
+    pub momentum: f64,
+    /// Momentum at step 0 (μ₀).
+    pub momentum_start: f64,
+    /// Optimiser steps over which μ rises from μ₀ to μ (0: μ from the start).
+    pub momentum_warmup: u64,
+    /// Nesterov look-ahead.
+    pub nesterov: bool,
+    /// Newton–Schulz iterations.
+    pub ns_steps: usize,
+    /// Decoupled weight decay λ of the Muon matrices.
+    pub weight_decay: f64,
+    /// Path prefixes of rank-2 parameters that stay with AdamW.
+    pub exclude: Vec<String>,
+}
+
+impl Default for MuonConfig {
+    /// The nanochat recipe: lr 0.02, momentum 0.85 → 0.95 over 300 steps, Nesterov, 5
+    /// iterations, no weight decay; off.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lr: 0.02,
+            momentum: 0.95,
+            momentum_start: 0.85,
+            momentum_warmup: 300,
+            nesterov: true,
+            ns_steps: 5,
+            weight_decay: 0.0,
+            exclude: ["wte", "wpe", "emb", "pos", "head"].iter().map(|s| String::from(*s)).collect(),
+        }
+    }
+}
+
+impl MuonConfig {
+    /// Rejects out-of-range values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if !(self.lr >= 0.0 && self.lr <= 10.0) {
+            return bad(format!("muon lr {} must be in [0, 10]", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) || !(0.0..1.0).contains(&self.momentum_start) {
+            return bad(format!("muon momenta ({}, {}) must lie in [0, 1)", self.momentum_start, self.momentum));
+        }
+        if self.ns_steps == 0 || self.ns_steps > 20 {
+            return bad(format!("muon ns_steps {} must be in 1..=20", self.ns_steps));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay < 1.0) {
+            return bad(format!("muon weight decay {} must be in [0, 1)", self.weight_decay));
+        }
+        Ok(())
+    }
+
+    /// μ at 0-based optimiser step `t`.
+    pub fn momentum_at(&self, t: u64) -> f64 {
+        if self.momentum_warmup == 0 {
+            return self.momentum;
+        }
+        let f = (t as f64 / self.momentum_warmup as f64).min(1.0);
+        self.momentum_start + (self.momentum - self.momentum_start) * f
+    }
+
+    /// Whether the parameter at `path` with `shape` is Muon's.
+    pub fn applies(&self, path: &str, shape: &[usize]) -> bool {
+        self.enabled
+            && shape.len() == 2
+            && !self
+                .exclude
+                .iter()
+                .any(|p| path == p || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('.')))
+    }
+}
+
+/// `NS₅`: the quintic Newton–Schulz orthogonalisation of `g: [r, c]` (see [`MuonConfig`]),
+/// run on the wide orientation (`r ≤ c`, transposing when needed) so that `A = XXᵀ` is the
+/// smaller Gram matrix. Returns a matrix of `g`'s shape whose singular values are near 1.
+pub fn newton_schulz<B: Backend>(g: &Tensor<B>, steps: usize) -> Result<Tensor<B>> {
+    let (a, b, c) = (3.4445f32, -4.7750f32, 2.0315f32);
+    let tall = g.shape()[0] > g.shape()[1];
+    let mut x = if tall { g.transpose(0, 1)? } else { g.clone() };
+    let norm = libm::sqrt(Tensor::<B>::from_prim(B::sum_squares(x.prim().clone())?).to_scalar()? as f64);
+    x = x.mul_scalar((1.0 / (norm + 1e-7)) as f32)?;
+    for _ in 0..steps {
+        let am = x.matmul_t(&x, false, true)?;
+        let bm = am.mul_scalar(b)?.add(&am.matmul(&am)?.mul_scalar(c)?)?;
+        x = x.mul_scalar(a)?.add(&bm.matmul(&x)?)?;
+    }
+    if tall {
+        x = x.transpose(0, 1)?;
+    }
+    Ok(x)
 }
 
 impl AdamWConfig {
@@ -62,7 +189,7 @@ impl AdamWConfig {
         if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
             return bad(format!("grad_clip {} must be >= 0", self.grad_clip));
         }
-        Ok(())
+        self.muon.validate()
     }
 }
 
@@ -178,6 +305,7 @@ struct Planned<B: Backend> {
     index: usize,
     id: ParamId,
     grad: Tensor<B>,
+    muon: bool,
 }
 
 impl<B: Backend> AdamW<B> {
@@ -203,8 +331,27 @@ impl<B: Backend> AdamW<B> {
         AB: AutodiffBackend<Inner = B>,
         M: Module<AB> + ?Sized,
     {
+        self.step_scaled(model, grads, lr, 1.0)
+    }
+
+    /// [`AdamW::step`] with the schedule's fraction of its peak, `lr_frac = lr_t / lr_peak`,
+    /// which sets Muon's rate (`muon.lr · lr_frac`) when Muon is on.
+    pub fn step_scaled<AB, M>(
+        &mut self,
+        model: &mut M,
+        grads: &mut Gradients<B>,
+        lr: f64,
+        lr_frac: f64,
+    ) -> Result<StepReport>
+    where
+        AB: AutodiffBackend<Inner = B>,
+        M: Module<AB> + ?Sized,
+    {
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(Error::InvalidArgument(format!("learning rate {lr} must be finite and >= 0")));
+        }
+        if !(lr_frac.is_finite() && lr_frac >= 0.0) {
+            return Err(Error::InvalidArgument(format!("learning-rate fraction {lr_frac} must be finite and >= 0")));
         }
         // phase one: checks, no mutation
         let mut planned: Vec<Planned<B>> = Vec::new();
@@ -246,7 +393,8 @@ impl<B: Backend> AdamW<B> {
                     return;
                 }
             }
-            planned.push(Planned { index, id: p.id(), grad: g });
+            let muon = self.cfg.muon.applies(path, p.shape());
+            planned.push(Planned { index, id: p.id(), grad: g, muon });
         });
         if let Some(e) = err {
             return Err(e);
@@ -273,6 +421,20 @@ impl<B: Backend> AdamW<B> {
                 Some(st) => (st.m.clone(), st.v.clone(), st.t + 1),
                 None => (Tensor::zeros(pv.shape(), &pv.device())?, Tensor::zeros(pv.shape(), &pv.device())?, 1),
             };
+            if pl.muon {
+                let mu = &cfg.muon;
+                let k = mu.momentum_at(self.steps) as f32;
+                let g = pl.grad.mul_scalar(clip)?;
+                let m = m.mul_scalar(k)?.add(&g.mul_scalar(1.0 - k)?)?;
+                let u = if mu.nesterov { g.mul_scalar(1.0 - k)?.add(&m.mul_scalar(k)?)? } else { m.clone() };
+                let o = newton_schulz(&u, mu.ns_steps)?;
+                let (r, c) = (pv.shape()[0] as f64, pv.shape()[1] as f64);
+                let eta = mu.lr * lr_frac;
+                let step = o.mul_scalar((eta * libm::sqrt((r / c).max(1.0))) as f32)?;
+                let np = pv.mul_scalar((1.0 - eta * mu.weight_decay) as f32)?.sub(&step)?;
+                updates.push((pl.index, pl.id, np, ParamState { m, v, t }));
+                continue;
+            }
             let wd = if cfg.decay == DecayFilter::All || pv.rank() >= 2 { cfg.weight_decay } else { 0.0 };
             let h = AdamWStep::new(lr, cfg.beta1, cfg.beta2, cfg.eps, wd, t).with_grad_scale(clip);
             let (np, nm, nv) = B::adamw_step(pv.prim().clone(), pl.grad.into_prim(), m.into_prim(), v.into_prim(), &h)?;

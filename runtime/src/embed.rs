@@ -15,7 +15,7 @@ use protocell_core::data::{Batch, CharTokenizer, Tokenizer};
 use protocell_core::error::{Error, Result};
 use protocell_core::models::LanguageModel;
 use protocell_core::nn::ForwardCtx;
-use protocell_core::optim::{AdamWConfig, DecayFilter, Schedule};
+use protocell_core::optim::{AdamWConfig, DecayFilter, MuonConfig, Schedule};
 use protocell_core::record::Checkpoint;
 use protocell_core::rng::RngKey;
 use protocell_core::train::checkpoint::{has_optimizer, load_model, model_checkpoint, restore_trainer, save_trainer};
@@ -95,7 +95,7 @@ impl ModelSpec {
 
 /// Optimiser settings. As JSON, every field optional:
 /// `{"lr": 1e-3, "min_lr": 1e-4, "warmup": 0, "total_steps": 0, "beta1": 0.9, "beta2": 0.999,
-/// "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0}`. With `total_steps` 0 the learning
+/// "eps": 1e-8, "weight_decay": 0.01, "grad_clip": 1.0, "muon": {"enabled": false}}`. With `total_steps` 0 the learning
 /// rate stays at `lr` after the warmup; otherwise it follows a cosine to `min_lr` at
 /// `total_steps`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +121,9 @@ pub struct OptimizerConfig {
     pub decay: DecayFilter,
     /// Global gradient-norm clip (0 disables).
     pub grad_clip: f64,
+    /// Muon for the block matrices (`{"enabled": true}` turns it on with the nanochat
+    /// recipe's settings; see `protocell_core::optim::MuonConfig`).
+    pub muon: MuonConfig,
 }
 
 impl Default for OptimizerConfig {
@@ -137,6 +140,7 @@ impl Default for OptimizerConfig {
             weight_decay: a.weight_decay,
             decay: DecayFilter::Matrices,
             grad_clip: a.grad_clip,
+            muon: a.muon,
         }
     }
 }
@@ -159,6 +163,7 @@ impl OptimizerConfig {
                 weight_decay: self.weight_decay,
                 decay: self.decay,
                 grad_clip: self.grad_clip,
+                muon: self.muon.clone(),
             },
             schedule: Schedule { lr: self.lr, min_lr: self.min_lr, warmup: self.warmup, total: self.total_steps },
         }
@@ -178,6 +183,7 @@ impl OptimizerConfig {
             weight_decay: a.weight_decay,
             decay: a.decay,
             grad_clip: a.grad_clip,
+            muon: a.muon.clone(),
         }
     }
 

@@ -139,7 +139,24 @@ impl Architecture for SynapticGptConfig {
                 name: "off",
                 about: "synapses off: the plain GPT of the same shape (the baseline)",
                 model: SynapticGptConfig { synapses: PresynMode::Off, ..seed.clone() },
-                train: run,
+                train: run.clone(),
+            },
+            Preset {
+                name: "nanochat",
+                about: "causal synapses trained by the seed's nanochat recipe: Muon (lr 0.02, momentum 0.85 → 0.95) \
+                        on the block matrices, AdamW (β 0.8/0.95, ε 1e-10, no decay) on the rest",
+                model: seed.clone(),
+                train: TrainConfig {
+                    optim: crate::optim::AdamWConfig {
+                        beta1: 0.8,
+                        beta2: 0.95,
+                        eps: 1e-10,
+                        weight_decay: 0.0,
+                        muon: crate::optim::MuonConfig { enabled: true, ..Default::default() },
+                        ..run.optim.clone()
+                    },
+                    ..run
+                },
             },
             Preset {
                 name: "tiny",

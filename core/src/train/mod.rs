@@ -129,7 +129,9 @@ impl<B: Backend> Trainer<B> {
             return Err(Error::NonFinite(format!("training loss is {lv} at step {}", self.steps() + 1)));
         }
         let mut grads = loss.backward()?;
-        let report = self.opt.step::<AB, M>(model, &mut grads, lr)?;
+        let peak = self.settings.schedule.lr;
+        let frac = if peak > 0.0 { lr / peak } else { 0.0 };
+        let report = self.opt.step_scaled::<AB, M>(model, &mut grads, lr, frac)?;
         Ok(StepRecord {
             step: self.steps(),
             loss: lv,
