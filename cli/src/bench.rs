@@ -22,6 +22,35 @@ pub enum BenchCmd {
     /// Per-op timings at the shapes of a GPT training step, with achieved GFLOP/s or GB/s
     /// and the ratio to the measured sgemm peak / memory-copy bandwidth.
     Ops(OpsArgs),
+    /// Greedy generation: incremental decoding (key/value cache) against full recomputation
+    /// in the same run, tokens/s and the cost per token early and late in the context.
+    Generate(GenerateBenchArgs),
+}
+
+/// Arguments of `bench generate`.
+#[derive(Args)]
+pub struct GenerateBenchArgs {
+    /// Model.
+    #[arg(long, default_value = "gpt")]
+    model: String,
+    /// Preset.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Prompt tokens.
+    #[arg(long, default_value_t = 64)]
+    prompt: usize,
+    /// New tokens.
+    #[arg(long = "new", default_value_t = 512)]
+    new_tokens: usize,
+    /// Configuration overrides, as for `train`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Skip the full-recomputation baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `bench ops`.
@@ -107,7 +136,116 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Matmul(a) => matmul(a),
         BenchCmd::Train(a) => train(a),
         BenchCmd::Ops(a) => ops(a),
+        BenchCmd::Generate(a) => generate(a),
     }
+}
+
+/// Seconds per new token of greedy decoding of `n_new` tokens after `prompt`, cached
+/// (`Decoder`) or by a full forward over the same window at every token; and the tokens.
+fn decode_times<M: protocell_core::models::LanguageModel<Cpu>>(
+    m: &M,
+    prompt: &[u32],
+    n_new: usize,
+    cached: bool,
+) -> Result<(Vec<f64>, Vec<u32>)> {
+    use protocell_core::nn::cache::slide_window;
+    use protocell_core::nn::{Decoder, ForwardCtx};
+    let argmax = |v: &[f32]| v.iter().enumerate().fold(0, |b, (i, x)| if *x > v[b] { i } else { b }) as u32;
+    let mut dec = Decoder::new(m, &CpuDevice)?;
+    let mut window = Vec::new();
+    let mut times = Vec::with_capacity(n_new);
+    let mut out = Vec::with_capacity(n_new);
+    let mut next: Vec<u32> = prompt.to_vec();
+    let v = m.vocab_size();
+    for _ in 0..n_new {
+        let t0 = Instant::now();
+        let logits = if cached {
+            dec.feed(&next)?
+        } else {
+            // the same window as the decoder's, recomputed in full
+            slide_window(&mut window, &next, m.context_len());
+            let w = &window;
+            let x = protocell_core::Ids::<Cpu>::from_u32(w, &[1, w.len()], &CpuDevice)?;
+            let l = m.forward(&x, &mut ForwardCtx::eval())?;
+            l.narrow(1, w.len() - 1, 1)?.reshape(&[v])?.to_vec()?
+        };
+        let t = argmax(&logits);
+        times.push(t0.elapsed().as_secs_f64());
+        out.push(t);
+        next = vec![t];
+    }
+    Ok((times, out))
+}
+
+fn generate(a: GenerateBenchArgs) -> Result<()> {
+    use protocell_core::models::LanguageModel;
+    let mut v = registry::preset(&a.model, a.preset.as_deref())?.to_value();
+    for s in &a.sets {
+        apply_set(&mut v, s)?;
+    }
+    let run = RunConfig::from_value(v)?;
+    if a.prompt == 0 || a.new_tokens == 0 {
+        return Err(Error::InvalidArgument("--prompt and --new must be at least 1".into()));
+    }
+    let res: Result<Value> = protocell_runtime::with_arch!(run.arch.as_str(), Cpu, |M| {
+        let cfg = serde_json::from_value(run.model.clone()).map_err(|e| Error::Config(e.to_string()))?;
+        let m = <M as LanguageModel<Cpu>>::init(&cfg, protocell_core::rng::RngKey::new(run.train.seed), &CpuDevice)?;
+        let vsz = m.vocab_size() as u32;
+        let prompt: Vec<u32> = (0..a.prompt as u32).map(|k| (k * 7 + 3) % vsz).collect();
+        let (mut ct, ctoks) = decode_times(&m, &prompt, a.new_tokens, true)?;
+        let base = if a.no_baseline { None } else { Some(decode_times(&m, &prompt, a.new_tokens, false)?) };
+        let q = (a.new_tokens / 4).max(1);
+        // the first token's time includes the prompt's prefill
+        let first = if ct.len() > 1 { &ct[1..(q + 1).min(ct.len())] } else { &ct[..] };
+        let early: f64 = first.iter().sum::<f64>() / first.len() as f64;
+        let late: f64 = ct[ct.len() - q..].iter().sum::<f64>() / q as f64;
+        let total: f64 = ct.iter().sum();
+        let med = median(&mut ct);
+        let (bt, same) = match &base {
+            Some((t, toks)) => (Some(t.iter().sum::<f64>()), Some(*toks == ctoks)),
+            None => (None, None),
+        };
+        Ok(json!({
+            "model": run.arch, "preset": run.preset, "context": m.context_len(), "prompt": a.prompt,
+            "new_tokens": a.new_tokens, "threads": protocell_cpu::num_threads(),
+            "cached_tokens_per_s": a.new_tokens as f64 / total,
+            "cached_median_ms_per_token": med * 1e3,
+            "cached_ms_per_token_first_quarter": early * 1e3, "cached_ms_per_token_last_quarter": late * 1e3,
+            "recompute_tokens_per_s": bt.map(|b| a.new_tokens as f64 / b),
+            "speedup_vs_recompute": bt.map(|b| b / total),
+            "same_tokens": same,
+        }))
+    });
+    let r = res?;
+    if a.json {
+        println!("{r}");
+        return Ok(());
+    }
+    println!(
+        "{} ({}) greedy generation, prompt {} + {} new tokens, context {}, {} threads",
+        r["model"].as_str().unwrap_or(""),
+        r["preset"].as_str().unwrap_or(""),
+        a.prompt,
+        a.new_tokens,
+        r["context"],
+        r["threads"]
+    );
+    println!(
+        "cached       {:9.1} tokens/s  (median {:.2} ms/token; first quarter {:.2}, last quarter {:.2} ms/token)",
+        r["cached_tokens_per_s"].as_f64().unwrap_or(0.0),
+        r["cached_median_ms_per_token"].as_f64().unwrap_or(0.0),
+        r["cached_ms_per_token_first_quarter"].as_f64().unwrap_or(0.0),
+        r["cached_ms_per_token_last_quarter"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(b) = r["recompute_tokens_per_s"].as_f64() {
+        println!(
+            "recompute    {:9.1} tokens/s  -> the cache is {:.2}x; same tokens: {}",
+            b,
+            r["speedup_vs_recompute"].as_f64().unwrap_or(0.0),
+            r["same_tokens"]
+        );
+    }
+    Ok(())
 }
 
 /// Best-of-5 GFLOP/s of `Cpu::matmul` on `n×n` in the current rayon pool.

@@ -170,6 +170,23 @@ pub fn guarded<B: Backend, T>(cache: &mut KvCache<B>, f: impl FnOnce(&mut KvCach
     r
 }
 
+/// Appends `tokens` to a window of a stream under the sliding rule of [`Decoder`] (a token
+/// arriving at a full window of `ctx` tokens first drops the oldest `⌊ctx/2⌋`, at least
+/// one); returns whether anything was dropped.
+pub fn slide_window(window: &mut Vec<u32>, tokens: &[u32], ctx: usize) -> bool {
+    let shift = (ctx / 2).max(1);
+    let mut shifted = false;
+    for &t in tokens {
+        if window.len() >= ctx {
+            let n = (window.len() + 1 - ctx).max(shift).min(window.len());
+            window.drain(..n);
+            shifted = true;
+        }
+        window.push(t);
+    }
+    shifted
+}
+
 /// Greedy-equivalent incremental decoding of one sequence over an unbounded token stream.
 ///
 /// The model sees a window of the stream: all of it while it fits the context `C`; when a
@@ -205,17 +222,8 @@ impl<'m, B: Backend, M: LanguageModel<B>> Decoder<'m, B, M> {
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
             return Err(Error::InvalidArgument(format!("token {bad} is outside the vocabulary of {v}")));
         }
-        let ctx = self.model.context_len();
-        let shift = (ctx / 2).max(1);
         let mut window = self.window.clone();
-        let mut shifted = false;
-        for &t in tokens {
-            if window.len() == ctx {
-                window.drain(..shift);
-                shifted = true;
-            }
-            window.push(t);
-        }
+        let shifted = slide_window(&mut window, tokens, self.model.context_len());
         // re-encode after a shift, or when a failed call left the cache behind the window
         let fresh = shifted || self.cache.len() != self.window.len();
         let new: &[u32] = if fresh { &window } else { &window[self.window.len()..] };
