@@ -29,9 +29,15 @@ pub struct SynapsesArgs {
     /// Seeds per variant.
     #[arg(long, default_value_t = 3)]
     pub(crate) seeds: u64,
-    /// Training steps on the recall task (batches of 16 sequences).
+    /// Training steps on the recall task.
     #[arg(long, default_value_t = 400)]
     pub(crate) recall_steps: u64,
+    /// Recall: sequences per training batch.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) recall_batch: usize,
+    /// Recall: peak learning rate (warmup over 5 % of the steps, cosine to a tenth).
+    #[arg(long, default_value_t = 3e-3)]
+    pub(crate) recall_lr: f64,
     /// Training steps on real text (batches of 8 × 128 tokens).
     #[arg(long, default_value_t = 400)]
     pub(crate) text_steps: u64,

@@ -20,6 +20,8 @@ const SHAPE: &[&str] = &["model.n_layer=2", "model.d_model=64", "model.n_head=4"
 
 /// Recall batches of this many sequences.
 const RECALL_BATCH: usize = 16;
+/// Learning rate of the recall training (tune).
+const RECALL_LR: f64 = 3e-3;
 /// Held-out recall batches evaluated.
 const RECALL_EVAL_BATCHES: u64 = 8;
 
@@ -48,9 +50,13 @@ pub(crate) fn recall_run(
     model: &Value,
     task: &Recall,
     steps: u64,
+    (batch, lr): (usize, f64),
     seed: u64,
     bar: &ProgressBar,
 ) -> Result<RecallResult> {
+    if batch == 0 || batch > 4096 || !(lr > 0.0 && lr < 1.0) {
+        return Err(Error::InvalidArgument(format!("recall batch {batch} must be in 1..=4096 and lr {lr} in (0, 1)")));
+    }
     let spec = ModelSpec {
         arch: "synaptic-gpt".into(),
         preset: Some("default".into()),
@@ -67,12 +73,12 @@ pub(crate) fn recall_run(
             m.context_len()
         )));
     }
-    let opt_cfg = json!({"lr": 3e-3, "min_lr": 3e-4, "warmup": (steps / 20).max(1), "total_steps": steps});
+    let opt_cfg = json!({"lr": lr, "min_lr": lr / 10.0, "warmup": (steps / 20).max(1), "total_steps": steps});
     let mut opt = Optimizer::new(OptimizerConfig::from_json(&opt_cfg.to_string())?)?;
     let key = RngKey::new(seed).fold(77);
     let (mut secs, mut tokens) = (0.0, 0u64);
     for i in 0..steps {
-        let tb = task.batch(RECALL_BATCH, key, Split::Train, i);
+        let tb = task.batch(batch, key, Split::Train, i);
         let b = &tb.batch;
         let t0 = Instant::now();
         let st = m.train_step(&mut opt, &b.inputs, &b.targets, b.batch, b.seq)?;
@@ -128,7 +134,7 @@ pub(crate) fn experiment(a: SynapsesArgs) -> Result<()> {
         let (mut acc, mut recall_tps, mut val, mut text_tps, mut peak) = (vec![], vec![], vec![], vec![], vec![]);
         for seed in 0..a.seeds {
             let b = bar(a.json, a.recall_steps, &format!("{label} recall, seed {seed}"));
-            let r = recall_run(model, &task, a.recall_steps, seed, &b)?;
+            let r = recall_run(model, &task, a.recall_steps, (a.recall_batch, a.recall_lr), seed, &b)?;
             b.finish_and_clear();
             acc.push(r.accuracy);
             recall_tps.push(r.tokens_per_s);
@@ -162,22 +168,24 @@ pub(crate) fn experiment(a: SynapsesArgs) -> Result<()> {
             .collect();
         println!(
             "{}",
-            json!({"task": task, "recall_steps": a.recall_steps, "text_steps": a.text_steps, "seeds": a.seeds,
+            json!({"task": task, "recall_steps": a.recall_steps, "recall_batch": a.recall_batch, "recall_lr": a.recall_lr, "text_steps": a.text_steps, "seeds": a.seeds,
                    "text": text_name, "shape": SHAPE, "sets": a.sets, "variants": out})
         );
         return Ok(());
     }
     println!(
         "synaptic-gpt, {} seeds; recall: {} keys × {} values, {} pairs, {} queries, {} steps of {} sequences, \
-         held-out accuracy on {} fresh batches; text: {} steps of 8 × 128 on {text_name}",
+         lr {}, held-out accuracy on {} fresh batches of {}; text: {} steps of 8 × 128 on {text_name}",
         a.seeds,
         task.keys,
         task.values,
         task.pairs,
         task.queries,
         a.recall_steps,
-        RECALL_BATCH,
+        a.recall_batch,
+        a.recall_lr,
         RECALL_EVAL_BATCHES,
+        RECALL_BATCH,
         a.text_steps
     );
     println!(
@@ -315,7 +323,7 @@ pub(crate) fn tune(a: TuneArgs) -> Result<()> {
         let cand = decode(&u);
         let mut model = base.clone();
         protocell_runtime::config::merge(&mut model["synaptic"], &cand);
-        let fitness = match recall_run(&model, &task, a.steps, a.seed, &silent) {
+        let fitness = match recall_run(&model, &task, a.steps, (RECALL_BATCH, RECALL_LR), a.seed, &silent) {
             Ok(r) => 1.0 - r.accuracy,
             Err(e) => {
                 failure.get_or_insert(e);
