@@ -243,7 +243,23 @@ impl protocell_core::synapse::SynapseOps<Cpu> for Cpu {
         spec: &protocell_core::synapse::PresynSpec,
         de: CpuTensor,
     ) -> Result<CpuTensor> {
-        timed("presyn_bwd", || kernels::synapse::backward(&scores, &state0, spec, &de))
+        timed("presyn_bwd", || kernels::synapse::backward(&scores, &state0, None, spec, &de))
+    }
+    fn presyn_fwd_saving(
+        scores: CpuTensor,
+        state0: CpuTensor,
+        spec: &protocell_core::synapse::PresynSpec,
+    ) -> Result<((CpuTensor, CpuTensor, CpuTensor), Option<CpuTensor>)> {
+        timed("presyn_fwd", || kernels::synapse::forward_saving(&scores, &state0, spec))
+    }
+    fn presyn_bwd_saved(
+        scores: CpuTensor,
+        state0: CpuTensor,
+        saved: Option<CpuTensor>,
+        spec: &protocell_core::synapse::PresynSpec,
+        de: CpuTensor,
+    ) -> Result<CpuTensor> {
+        timed("presyn_bwd", || kernels::synapse::backward(&scores, &state0, saved.as_ref(), spec, &de))
     }
 }
 

@@ -176,6 +176,12 @@ fn backward_scan_matches_finite_differences() {
     }
 }
 
+/// `e` of the CPU forward (no saving).
+fn e1_again(sc: &[f32], s0: &[f32], spec: &PresynSpec, r: usize, tq: usize, tk: usize) -> <Cpu as Backend>::Tensor {
+    let t = |v: &[f32], s: &[usize]| Cpu::from_f32(v, s, &CpuDevice).unwrap();
+    Cpu::presyn_fwd(t(sc, &[r, tq, tk]), t(s0, &[r, tk - tq, spec.width()]), spec).unwrap().0
+}
+
 /// The CPU kernel (rows in parallel) equals the family's host default, and gradients through
 /// `Autodiff<Cpu>` equal the default's backward.
 #[test]
@@ -203,7 +209,22 @@ fn cpu_kernel_matches_the_default() {
         let de = det_values(r * tq * tk, seed ^ 7, -1.0, 1.0);
         let g1 = Cpu::presyn_bwd(t(&sc, &[r, tq, tk]), t(&s0, &[r, extra, w]), &spec, t(&de, &[r, tq, tk])).unwrap();
         let g2 = host_bwd::<Cpu>(t(&sc, &[r, tq, tk]), t(&s0, &[r, extra, w]), &spec, t(&de, &[r, tq, tk])).unwrap();
-        close("dscores", &Cpu::to_f32(g1).unwrap(), &Cpu::to_f32(g2).unwrap(), Tol { abs: 0.0, rel: 0.0 })
+        let g2 = Cpu::to_f32(g2).unwrap();
+        close("dscores", &Cpu::to_f32(g1).unwrap(), &g2, Tol { abs: 0.0, rel: 0.0 }).map_err(TestCaseError::fail)?;
+        // the backward from the forward's saved chunk-start states: the same bits
+        let ((e3, _, _), saved) = Cpu::presyn_fwd_saving(t(&sc, &[r, tq, tk]), t(&s0, &[r, extra, w]), &spec).unwrap();
+        prop_assert_eq!(saved.is_some(), causal);
+        close(
+            "e (saving)",
+            &Cpu::to_f32(e3).unwrap(),
+            &Cpu::to_f32(e1_again(&sc, &s0, &spec, r, tq, tk)).unwrap(),
+            Tol { abs: 0.0, rel: 0.0 },
+        )
+        .map_err(TestCaseError::fail)?;
+        let g3 =
+            Cpu::presyn_bwd_saved(t(&sc, &[r, tq, tk]), t(&s0, &[r, extra, w]), saved, &spec, t(&de, &[r, tq, tk]))
+                .unwrap();
+        close("dscores (saved)", &Cpu::to_f32(g3).unwrap(), &g2, Tol { abs: 0.0, rel: 0.0 })
             .map_err(TestCaseError::fail)?;
         Ok(())
     })

@@ -142,6 +142,20 @@ pub trait SynapseOps<B: Backend> {
     fn presyn_bwd(scores: T<B>, state0: T<B>, spec: &PresynSpec, de: T<B>) -> Result<T<B>> {
         host_bwd::<B>(scores, state0, spec, de)
     }
+
+    /// [`SynapseOps::presyn_fwd`] that also returns what the backward would otherwise
+    /// recompute (in causal mode, the state at the start of every chunk of the scan,
+    /// `[R, ⌈Tq/chunk⌉·Tk·W]`). The default saves nothing.
+    fn presyn_fwd_saving(scores: T<B>, state0: T<B>, spec: &PresynSpec) -> Result<(PresynOut<B>, Option<T<B>>)> {
+        Ok((Self::presyn_fwd(scores, state0, spec)?, None))
+    }
+
+    /// [`SynapseOps::presyn_bwd`] given what [`SynapseOps::presyn_fwd_saving`] saved (the
+    /// same gradient; the default ignores `saved`).
+    fn presyn_bwd_saved(scores: T<B>, state0: T<B>, saved: Option<T<B>>, spec: &PresynSpec, de: T<B>) -> Result<T<B>> {
+        let _ = saved;
+        Self::presyn_bwd(scores, state0, spec, de)
+    }
 }
 
 /// Runs the forward of every row of `scores` with `state0` on host slices (the CPU kernel
@@ -243,13 +257,48 @@ pub fn bwd_row(
     de: &[f32],
     dscores: &mut [f32],
 ) {
+    bwd_row_saved(spec, i, tq, tk, scores, state0, None, de, dscores)
+}
+
+/// Floats of the chunk-start states of one row that the causal backward reads (0 in seed
+/// mode).
+pub fn snapshot_len(spec: &PresynSpec, tq: usize, tk: usize) -> usize {
+    let row = spec.row(tq, tk);
+    if row.causal {
+        tq.div_ceil(row.chunk) * tk * row.width
+    } else {
+        0
+    }
+}
+
+/// [`bwd_row`] with the row's chunk-start states saved by the forward (recomputed when
+/// `None`).
+#[allow(clippy::too_many_arguments)]
+pub fn bwd_row_saved(
+    spec: &PresynSpec,
+    i: usize,
+    tq: usize,
+    tk: usize,
+    scores: &[f32],
+    state0: &[f32],
+    saved: Option<&[f32]>,
+    de: &[f32],
+    dscores: &mut [f32],
+) {
     let row = spec.row(tq, tk);
     let kin = scalar::Kinetics::<f32>::new(&spec.cfg);
     let w = row.width;
     let p = tk - tq;
     let start = spec.start_state(&state0[i * p * w..(i + 1) * p * w], tq);
     let sc = &scores[i * tq * tk..(i + 1) * tq * tk];
-    let mut snaps = vec![0f32; if row.causal { tq.div_ceil(row.chunk) * tk * w } else { 0 }];
+    let n = snapshot_len(spec, tq, tk);
+    if let Some(s) = saved.filter(|s| s.len() == n) {
+        let row0 = (i * tq) as u64;
+        let g = &de[i * tq * tk..(i + 1) * tq * tk];
+        scan::backward(&row, &kin, spec.stochastic.as_ref(), row0, sc, &start, s, g, dscores);
+        return;
+    }
+    let mut snaps = vec![0f32; n];
     if row.causal {
         let (mut s, mut e, mut m) = (start.clone(), vec![0f32; tq * tk], vec![0f32; tq * tk]);
         scan::forward(
@@ -351,11 +400,11 @@ pub fn presyn<B: Backend + SynapseOps<B>>(
 
 impl<B: Backend + SynapseOps<B>> SynapseOps<Autodiff<B>> for Autodiff<B> {
     fn presyn_fwd(scores: AdTensor<B>, state0: AdTensor<B>, spec: &PresynSpec) -> Result<PresynOut<Autodiff<B>>> {
-        let (e, mask, state) = B::presyn_fwd(scores.primal.clone(), state0.primal.clone(), spec)?;
-        let saved = (scores.primal.clone(), state0.primal.clone(), spec.clone());
+        let ((e, mask, state), snaps) = B::presyn_fwd_saving(scores.primal.clone(), state0.primal.clone(), spec)?;
+        let saved = (scores.primal.clone(), state0.primal.clone(), snaps, spec.clone());
         let e = record(e, &[&scores], move |g, _| {
-            let (sc, s0, spec) = saved;
-            Ok(vec![Some(B::presyn_bwd(sc, s0, &spec, g)?)])
+            let (sc, s0, snaps, spec) = saved;
+            Ok(vec![Some(B::presyn_bwd_saved(sc, s0, snaps, &spec, g)?)])
         });
         Ok((e, AdTensor::constant(mask), AdTensor::constant(state)))
     }

@@ -213,12 +213,23 @@ pub struct Edge<F> {
     pub sd: F,
     /// `σ(q_β(E − ½))`.
     pub sq: F,
+    /// `sp(d)`.
+    pub sp: F,
+}
+
+impl<F: Float> Edge<F> {
+    /// The calcium influx of this edge's key when it is the only drive reaching it, and its
+    /// derivative: exactly [`influx`]`(d, true)`, from the values already computed.
+    pub fn influx(&self, k: &Kinetics<F>) -> (F, F) {
+        (k.alpha_ca * self.sp, k.alpha_ca * self.sd)
+    }
 }
 
 /// One edge from the key state `s` (pre-update) and the drive `d`; `valid` false gives zeros.
 pub fn edge<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetics<F>) -> Edge<F> {
     let (c0, b0) = (s[C], s[BUF]);
-    let xc = k.rho_c * c0 + k.alpha_ca * softplus(d) - k.alpha_on * c0 * (F::one() - b0) + k.alpha_off * b0;
+    let sp = softplus(d);
+    let xc = k.rho_c * c0 + k.alpha_ca * sp - k.alpha_on * c0 * (F::one() - b0) + k.alpha_off * b0;
     let c = xc.max(F::zero());
     let (sy, dsy) = syt(c, k);
     let zp = f::<F>(3.0) * sy + f::<F>(2.0) * s[PR] - f::<F>(2.0) * (s[CL] + k.cpx_bias);
@@ -226,7 +237,7 @@ pub fn edge<F: Float>(s: &[F], d: F, valid: bool, draw: Draw<F>, k: &Kinetics<F>
     let p = clamp(sz * sd, F::zero(), F::one());
     let sq = sigmoid(k.qbeta * (s[E] - f(0.5)));
     let q = sq * k.qmax;
-    let edge = Edge { xc, p, rel: F::zero(), q, e: F::zero(), dsy, sz, sd, sq };
+    let edge = Edge { xc, p, rel: F::zero(), q, e: F::zero(), dsy, sz, sd, sq, sp };
     if !valid {
         return edge;
     }

@@ -20,7 +20,7 @@
 //!
 //! Outputs: the edge outputs `e` scattered into a dense `[Tq, Tk]` (zero off the edges), a
 //! mask `[Tq, Tk]` (1 on the edges), and the state after the call.
-use super::scalar::{edge, edge_vjp, edge_vjp_at, influx, keys_step, keys_step_vjp, Draw, Kinetics, STATE};
+use super::scalar::{edge, edge_vjp, edge_vjp_at, influx, keys_step, keys_step_vjp, Draw, Edge, Kinetics, STATE};
 use crate::rng::{sample, Dist, RngKey};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -127,6 +127,19 @@ fn gather<F: Float>(soa: &[F], tk: usize, w: usize, j: usize, out: &mut [F]) {
     }
 }
 
+/// The edges of one causal step and their values (with each edge's draw), recorded by the
+/// recomputation of a chunk for the backward scan.
+struct StepRecord<F> {
+    edges: Vec<(usize, F)>,
+    values: Vec<(Draw<F>, Edge<F>)>,
+}
+
+impl<F> StepRecord<F> {
+    fn new(topk: usize) -> Self {
+        Self { edges: Vec::with_capacity(topk), values: Vec::with_capacity(topk) }
+    }
+}
+
 /// Per-step scratch of a row: release and influx per key (zero but on the step's edges).
 struct Scratch<F> {
     a: Vec<F>,
@@ -212,7 +225,7 @@ pub fn forward<F: Float>(
                 s[c * tk * w..(c + 1) * tk * w].copy_from_slice(&soa);
             }
         }
-        causal_step(g, kin, st, row0, t, scores, &mut soa, &mut sc, Some((e, mask)));
+        causal_step(g, kin, st, row0, t, scores, &mut soa, &mut sc, Some((e, mask)), None);
     }
     to_aos(&soa, tk, w, state);
 }
@@ -231,6 +244,7 @@ fn causal_step<F: Float>(
     soa: &mut [F],
     sc: &mut Scratch<F>,
     out: Option<(&mut [F], &mut [F])>,
+    mut record: Option<&mut StepRecord<F>>,
 ) {
     let (tk, w) = (g.tk, g.width);
     let pos = tk - g.tq + t;
@@ -239,15 +253,25 @@ fn causal_step<F: Float>(
     let mut out = out;
     let r = row0 + t as u64;
     let rd = row_draw(st, r);
+    if let Some(rec) = record.as_deref_mut() {
+        rec.edges.clear();
+        rec.edges.extend_from_slice(&sc.edges);
+        rec.values.clear();
+    }
     for (k, &(j, d)) in sc.edges.iter().enumerate() {
         gather(soa, tk, w, j, &mut sc.key);
-        let v = edge(&sc.key, d, true, edge_draw(rd, r, k, g.topk), kin);
+        let dr = edge_draw(rd, r, k, g.topk);
+        let v = edge(&sc.key, d, true, dr, kin);
         sc.rel[k] = v.rel;
         // the top-k keys are distinct: one edge per key
         sc.a[j] = v.rel;
-        let (inf, dinf) = influx(d, true, kin);
+        // = influx(d, true), from the edge's own sp(d) and σ(d)
+        let (inf, dinf) = v.influx(kin);
         sc.influx[j] = inf;
         sc.dinflux[j] = dinf;
+        if let Some(rec) = record.as_deref_mut() {
+            rec.values.push((dr, v));
+        }
         if let Some((e, mask)) = out.as_mut() {
             e[t * tk + j] = v.e;
             mask[t * tk + j] = F::one();
@@ -294,33 +318,34 @@ pub fn backward<F: Float>(
     let mut soa = vec![F::zero(); tk * w];
     let mut ga = vec![F::zero(); tk];
     let mut gd = vec![F::zero(); tk];
-    let mut values = Vec::with_capacity(g.topk);
+    let mut records: Vec<StepRecord<F>> = (0..g.chunk).map(|_| StepRecord::new(g.topk)).collect();
     for c in (0..chunks).rev() {
         let (t0, t1) = (c * g.chunk, ((c + 1) * g.chunk).min(tq));
         soa.copy_from_slice(&snapshots[c * tk * w..(c + 1) * tk * w]);
         for t in t0..t1 {
-            saved[(t - t0) * tk * w..(t - t0 + 1) * tk * w].copy_from_slice(&soa);
-            causal_step(g, kin, st, row0, t, scores, &mut soa, &mut sc, None);
+            // only the keys that exist at step t change; the rest of `saved` is not read
+            let n = (prefix + t + 1).min(tk);
+            let dst = &mut saved[(t - t0) * tk * w..(t - t0 + 1) * tk * w];
+            for f in 0..w {
+                dst[f * tk..f * tk + n].copy_from_slice(&soa[f * tk..f * tk + n]);
+            }
+            causal_step(g, kin, st, row0, t, scores, &mut soa, &mut sc, None, Some(&mut records[t - t0]));
         }
         for t in (t0..t1).rev() {
             let pre = &saved[(t - t0) * tk * w..(t - t0 + 1) * tk * w];
             let pos = prefix + t;
-            // the edges of step t, their releases and influx, from the pre-step state
+            // the edges of step t, their releases and influx (recorded by the recomputation)
             sc.clear();
-            top_edges(&scores[t * tk..t * tk + pos + 1], g.topk, &mut sc.edges);
-            let r = row0 + t as u64;
-            let rd = row_draw(st, r);
-            values.clear();
-            for (k, &(j, d)) in sc.edges.iter().enumerate() {
-                gather(pre, tk, w, j, &mut sc.key);
-                let dr = edge_draw(rd, r, k, g.topk);
-                let v = edge(&sc.key, d, true, dr, kin);
+            let rec = &records[t - t0];
+            sc.edges.clear();
+            sc.edges.extend_from_slice(&rec.edges);
+            for (&(j, _), &(_, v)) in rec.edges.iter().zip(&rec.values) {
                 sc.a[j] = v.rel;
-                values.push((dr, v));
-                let (inf, dinf) = influx(d, true, kin);
+                let (inf, dinf) = v.influx(kin);
                 sc.influx[j] = inf;
                 sc.dinflux[j] = dinf;
             }
+            let values = &rec.values;
             // the key updates of step t
             keys_step_vjp(pre, tk, pos + 1, &sc.a, &sc.influx, &sc.dinflux, &mut gstate, &mut ga, &mut gd, kin);
             // the key at `pos` appeared with its initial state: no gradient before it
@@ -330,7 +355,7 @@ pub fn backward<F: Float>(
                 }
             }
             // the edges of query t read the pre-step state
-            for (&(j, _), &(dr, v)) in sc.edges.iter().zip(&values) {
+            for (&(j, _), &(dr, v)) in sc.edges.iter().zip(values) {
                 gather(pre, tk, w, j, &mut sc.key);
                 let gr = edge_vjp_at(&sc.key, dr, kin, &v, ga[j], de[t * tk + j]);
                 dscores[t * tk + j] = dscores[t * tk + j] + gr.d + gd[j];
