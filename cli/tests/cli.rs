@@ -410,3 +410,28 @@ fn tune_writes_a_usable_configuration_and_the_experiment_reads_it() {
     fails_with(&bin().args(["tune", "--population", "1"]).output().unwrap(), "population");
     fails_with(&bin().args(["experiment", "synapses", "--variants", "wild"]).output().unwrap(), "unknown variant");
 }
+
+/// `bench generate` decodes with the cache and recomputes, and both give the same tokens;
+/// bad sizes and bad recall settings are refused.
+#[test]
+fn bench_generate_reports_the_same_tokens_as_recomputation() {
+    for model in ["gpt", "synaptic-gpt"] {
+        let o = bin()
+            .args(["bench", "generate", "--model", model, "--preset", "tiny", "--prompt", "5", "--new", "70", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(ok(&o).trim()).unwrap();
+        assert_eq!(v["same_tokens"], true, "{model}: {v}");
+        assert!(v["cached_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(v["speedup_vs_recompute"].as_f64().unwrap() > 0.0);
+    }
+    fails_with(&bin().args(["bench", "generate", "--new", "0"]).output().unwrap(), "at least 1");
+    fails_with(
+        &bin()
+            .args(["experiment", "synapses", "--variants", "off", "--seeds", "1", "--recall-steps", "1"])
+            .args(["--text-steps", "1", "--recall-lr", "5"])
+            .output()
+            .unwrap(),
+        "lr",
+    );
+}
