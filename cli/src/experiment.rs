@@ -33,10 +33,10 @@ pub struct SynapsesArgs {
     #[arg(long, default_value_t = 400)]
     pub(crate) recall_steps: u64,
     /// Recall: sequences per training batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     pub(crate) recall_batch: usize,
     /// Recall: peak learning rate (warmup over 5 % of the steps, cosine to a tenth).
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, default_value_t = 1e-3)]
     pub(crate) recall_lr: f64,
     /// Training steps on real text (batches of 8 × 128 tokens).
     #[arg(long, default_value_t = 400)]

@@ -20,8 +20,6 @@ const SHAPE: &[&str] = &["model.n_layer=2", "model.d_model=64", "model.n_head=4"
 
 /// Recall batches of this many sequences.
 const RECALL_BATCH: usize = 16;
-/// Learning rate of the recall training (tune).
-const RECALL_LR: f64 = 3e-3;
 /// Held-out recall batches evaluated.
 const RECALL_EVAL_BATCHES: u64 = 8;
 
@@ -219,9 +217,17 @@ pub struct TuneArgs {
     /// Generations.
     #[arg(long, default_value_t = 10)]
     generations: usize,
-    /// Training steps of each candidate on the recall task before its held-out accuracy is measured.
+    /// Training steps of each candidate on the recall task before its held-out accuracy is
+    /// measured (the default task is learnt between ~2,000 and 5,000 steps of 64 sequences at
+    /// lr 1e-3: a shorter budget ranks candidates by how early learning starts).
     #[arg(long, default_value_t = 100)]
     steps: u64,
+    /// Recall sequences per training batch.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Recall peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
     /// Seed of the search (and of every candidate's model and batches, so that candidates differ
     /// only in their parameters).
     #[arg(long, default_value_t = 1337)]
@@ -293,6 +299,12 @@ pub(crate) fn tune(a: TuneArgs) -> Result<()> {
     if a.population < 2 || a.generations == 0 || a.steps == 0 {
         return Err(Error::InvalidArgument("--population must be >= 2, --generations and --steps >= 1".into()));
     }
+    if a.batch == 0 || a.batch > 4096 || !(a.lr > 0.0 && a.lr < 1.0) {
+        return Err(Error::InvalidArgument(format!(
+            "--batch {} must be in 1..=4096 and --lr {} in (0, 1)",
+            a.batch, a.lr
+        )));
+    }
     let base = variant_model("causal", &a.sets, None)?;
     let mode = base["synapses"].as_str().unwrap_or("causal").to_string();
     if mode == "off" {
@@ -323,7 +335,7 @@ pub(crate) fn tune(a: TuneArgs) -> Result<()> {
         let cand = decode(&u);
         let mut model = base.clone();
         protocell_runtime::config::merge(&mut model["synaptic"], &cand);
-        let fitness = match recall_run(&model, &task, a.steps, (RECALL_BATCH, RECALL_LR), a.seed, &silent) {
+        let fitness = match recall_run(&model, &task, a.steps, (a.batch, a.lr), a.seed, &silent) {
             Ok(r) => 1.0 - r.accuracy,
             Err(e) => {
                 failure.get_or_insert(e);

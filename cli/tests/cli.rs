@@ -434,4 +434,6 @@ fn bench_generate_reports_the_same_tokens_as_recomputation() {
             .unwrap(),
         "lr",
     );
+    fails_with(&bin().args(["tune", "--lr", "5"]).output().unwrap(), "--lr");
+    fails_with(&bin().args(["tune", "--batch", "0"]).output().unwrap(), "--batch");
 }
