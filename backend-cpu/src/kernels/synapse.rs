@@ -3,7 +3,7 @@
 use crate::storage::{alloc, alloc_zeroed};
 use crate::CpuTensor;
 use protocell_core::error::{Error, Result};
-use protocell_core::synapse::{bwd_row_saved, scalar::Kinetics, scan, snapshot_len, PresynSpec};
+use protocell_core::synapse::{bwd_row, scalar::Kinetics, scan, snapshot_len, PresynSpec};
 use rayon::prelude::*;
 
 /// Forward: `(e, mask, state)`.
@@ -92,7 +92,7 @@ pub(crate) fn backward(
         let saved = saved.filter(|s| sn > 0 && s.shape == [r, sn]).map(|s| s.data());
         out.par_chunks_mut(n).enumerate().for_each(|(i, o)| {
             let snap = saved.map(|s| &s[i * sn..(i + 1) * sn]);
-            bwd_row_saved(spec, i, tq, tk, sc, s0, snap, g, o)
+            bwd_row(spec, i, tq, tk, sc, s0, snap, g, o)
         });
     }
     Ok(CpuTensor::new(out, vec![r, tq, tk]))

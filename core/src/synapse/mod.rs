@@ -160,7 +160,7 @@ pub trait SynapseOps<B: Backend> {
 
 /// Runs the forward of every row of `scores` with `state0` on host slices (the CPU kernel
 /// calls this per row in parallel; the default calls it in order). Returns
-/// `(e, mask, state, snapshots)` for the rows.
+/// `(e, mask, state)` for the rows.
 pub fn host_rows(
     spec: &PresynSpec,
     r: usize,
@@ -168,20 +168,16 @@ pub fn host_rows(
     tk: usize,
     scores: &[f32],
     state0: &[f32],
-    keep_snapshots: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let row = spec.row(tq, tk);
     let kin = scalar::Kinetics::<f32>::new(&spec.cfg);
     let w = row.width;
     let p = tk - tq;
-    let snaps_per_row = if keep_snapshots && row.causal { tq.div_ceil(row.chunk) * tk * w } else { 0 };
     let mut e = vec![0f32; r * tq * tk];
     let mut mask = vec![0f32; r * tq * tk];
     let mut state = Vec::with_capacity(r * tk * w);
-    let mut snaps = vec![0f32; r * snaps_per_row];
     for i in 0..r {
         let mut s = spec.start_state(&state0[i * p * w..(i + 1) * p * w], tq);
-        let sn = if snaps_per_row > 0 { Some(&mut snaps[i * snaps_per_row..(i + 1) * snaps_per_row]) } else { None };
         scan::forward(
             &row,
             &kin,
@@ -191,11 +187,11 @@ pub fn host_rows(
             &mut s,
             &mut e[i * tq * tk..(i + 1) * tq * tk],
             &mut mask[i * tq * tk..(i + 1) * tq * tk],
-            sn,
+            None,
         );
         state.extend_from_slice(&s);
     }
-    (e, mask, state, snaps)
+    (e, mask, state)
 }
 
 /// The default forward: [`host_rows`] through host copies.
@@ -203,7 +199,7 @@ pub fn host_fwd<B: Backend>(scores: T<B>, state0: T<B>, spec: &PresynSpec) -> Re
     let (r, tq, tk) = spec.check(B::shape(&scores), B::shape(&state0))?;
     let dev = B::device(&scores);
     let (sc, s0) = (B::to_f32(scores)?, B::to_f32(state0)?);
-    let (e, mask, state, _) = host_rows(spec, r, tq, tk, &sc, &s0, false);
+    let (e, mask, state) = host_rows(spec, r, tq, tk, &sc, &s0);
     Ok((
         B::from_f32(&e, &[r, tq, tk], &dev)?,
         B::from_f32(&mask, &[r, tq, tk], &dev)?,
@@ -240,24 +236,9 @@ pub fn host_bwd_rows(
 ) -> Vec<f32> {
     let mut out = vec![0f32; r * tq * tk];
     for i in 0..r {
-        bwd_row(spec, i, tq, tk, scores, state0, de, &mut out[i * tq * tk..(i + 1) * tq * tk]);
+        bwd_row(spec, i, tq, tk, scores, state0, None, de, &mut out[i * tq * tk..(i + 1) * tq * tk]);
     }
     out
-}
-
-/// The backward of row `i` into `dscores` (`[tq·tk]`, zero on entry).
-#[allow(clippy::too_many_arguments)]
-pub fn bwd_row(
-    spec: &PresynSpec,
-    i: usize,
-    tq: usize,
-    tk: usize,
-    scores: &[f32],
-    state0: &[f32],
-    de: &[f32],
-    dscores: &mut [f32],
-) {
-    bwd_row_saved(spec, i, tq, tk, scores, state0, None, de, dscores)
 }
 
 /// Floats of the chunk-start states of one row that the causal backward reads (0 in seed
@@ -271,10 +252,11 @@ pub fn snapshot_len(spec: &PresynSpec, tq: usize, tk: usize) -> usize {
     }
 }
 
-/// [`bwd_row`] with the row's chunk-start states saved by the forward (recomputed when
-/// `None`).
+/// The backward of row `i` into `dscores` (`[tq·tk]`, zero on entry), from the row's
+/// chunk-start states saved by the forward (`saved`, [`snapshot_len`] floats), or recomputing
+/// them when they are absent or do not fit.
 #[allow(clippy::too_many_arguments)]
-pub fn bwd_row_saved(
+pub fn bwd_row(
     spec: &PresynSpec,
     i: usize,
     tq: usize,
@@ -291,40 +273,24 @@ pub fn bwd_row_saved(
     let p = tk - tq;
     let start = spec.start_state(&state0[i * p * w..(i + 1) * p * w], tq);
     let sc = &scores[i * tq * tk..(i + 1) * tq * tk];
-    let n = snapshot_len(spec, tq, tk);
-    if let Some(s) = saved.filter(|s| s.len() == n) {
-        let row0 = (i * tq) as u64;
-        let g = &de[i * tq * tk..(i + 1) * tq * tk];
-        scan::backward(&row, &kin, spec.stochastic.as_ref(), row0, sc, &start, s, g, dscores);
-        return;
-    }
-    let mut snaps = vec![0f32; n];
-    if row.causal {
-        let (mut s, mut e, mut m) = (start.clone(), vec![0f32; tq * tk], vec![0f32; tq * tk]);
-        scan::forward(
-            &row,
-            &kin,
-            spec.stochastic.as_ref(),
-            (i * tq) as u64,
-            sc,
-            &mut s,
-            &mut e,
-            &mut m,
-            Some(&mut snaps),
-        );
-    }
     let row0 = (i * tq) as u64;
-    scan::backward(
-        &row,
-        &kin,
-        spec.stochastic.as_ref(),
-        row0,
-        sc,
-        &start,
-        &snaps,
-        &de[i * tq * tk..(i + 1) * tq * tk],
-        dscores,
-    );
+    let n = snapshot_len(spec, tq, tk);
+    let recomputed;
+    let snaps = match saved.filter(|s| s.len() == n) {
+        Some(s) => s,
+        None => {
+            let mut snaps = vec![0f32; n];
+            if row.causal {
+                let (mut s, mut e, mut m) = (start.clone(), vec![0f32; tq * tk], vec![0f32; tq * tk]);
+                let st = spec.stochastic.as_ref();
+                scan::forward(&row, &kin, st, row0, sc, &mut s, &mut e, &mut m, Some(&mut snaps));
+            }
+            recomputed = snaps;
+            &recomputed
+        }
+    };
+    let g = &de[i * tq * tk..(i + 1) * tq * tk];
+    scan::backward(&row, &kin, spec.stochastic.as_ref(), row0, sc, &start, snaps, g, dscores);
 }
 
 /// The seed's `release_canonical` step with explicit edges, as its golden fixture drives it:
