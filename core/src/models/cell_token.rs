@@ -387,8 +387,7 @@ impl<B: Backend + CellOps<B>> LanguageModel<B> for CellToken<B> {
 
     /// The colony and the collapse act on each token alone, so only the blocks cache.
     fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
-        let (pos, n) = cache.begin("cell-token", self.blocks.len(), self.cfg.ctx_len, ids)?;
-        crate::nn::cache::guarded(cache, |cache| {
+        cache.extend(Self::ARCH, self.blocks.len(), self.cfg.ctx_len, ids, |cache, pos, n| {
             let e = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, pos, n)?)?;
             let mut x = if self.cfg.cell_path {
                 let feats = self.colony(&e, &mut ForwardCtx::eval())?;

@@ -276,8 +276,7 @@ impl<B: Backend> LanguageModel<B> for CellularTransformer<B> {
 
     /// The organelle attention acts within each token, so only the macro layers cache.
     fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
-        let (pos, t) = cache.begin("cellular-transformer", self.layers.len(), self.cfg.ctx_len, ids)?;
-        crate::nn::cache::guarded(cache, |cache| {
+        cache.extend(Self::ARCH, self.layers.len(), self.cfg.ctx_len, ids, |cache, pos, t| {
             let (b, d) = (ids.shape()[0], self.cfg.d_model);
             let mut x = self.emb.forward(ids)?;
             if let Some(cell) = &self.cellular {

@@ -242,8 +242,7 @@ impl<B: Backend> LanguageModel<B> for Gpt<B> {
     }
 
     fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
-        let (pos, n) = cache.begin("gpt", self.blocks.len(), self.cfg.ctx_len, ids)?;
-        crate::nn::cache::guarded(cache, |cache| {
+        cache.extend(Self::ARCH, self.blocks.len(), self.cfg.ctx_len, ids, |cache, pos, n| {
             let mut x = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, pos, n)?)?;
             for (b, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {
                 x = b.forward_cached(&x, lc)?;

@@ -81,8 +81,7 @@ pub trait LanguageModel<B: Backend>: Module<B> + Sized {
     /// The default recomputes the whole prefix (correct for any causal model, cost growing
     /// with the prefix); the decoders override it with key/value caching.
     fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
-        let (_, n) = cache.begin(Self::ARCH, 0, self.context_len(), ids)?;
-        crate::nn::cache::guarded(cache, |cache| {
+        cache.extend(Self::ARCH, 0, self.context_len(), ids, |cache, _, n| {
             let all = cache.all_ids()?;
             let logits = self.forward(&all, &mut ForwardCtx::eval())?;
             logits.narrow(1, cache.len() - n, n)

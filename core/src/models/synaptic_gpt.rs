@@ -20,7 +20,9 @@
 use super::{Architecture, LanguageModel, Preset};
 use crate::backend::{AttnSpec, Backend};
 use crate::error::Result;
-use crate::nn::{dropout, Buffer, Embedding, ForwardCtx, Init, KvCache, LayerCache, LayerNorm, Linear, ParamIds};
+use crate::nn::{
+    dropout, split_heads, Buffer, Embedding, ForwardCtx, Init, KvCache, LayerCache, LayerNorm, Linear, ParamIds,
+};
 use crate::rng::RngKey;
 use crate::synapse::{self, PresynMode, PresynSpec, SynapseOps, SynapticConfig, SynapticLinear};
 use crate::tensor::{Ids, Tensor};
@@ -221,10 +223,7 @@ impl<B: Backend + SynapseOps<B>> SynapticAttention<B> {
             let y = Tensor::self_attention(&qkv, &spec)?;
             return self.proj.forward(&y.reshape(&[b, t, d])?);
         }
-        let part = |i: usize| -> Result<Tensor<B>> {
-            qkv.narrow(2, i, 1)?.reshape(&[b, t, h, hd])?.permute(&[0, 2, 1, 3])?.reshape(&[b * h, t, hd])
-        };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let (q, k, v) = rows(&qkv)?;
         let scores = q.matmul_t(&k, false, true)?.mul_scalar(scale)?;
         let mut spec = PresynSpec::new(&self.cfg, self.mode)?;
         if ctx.train {
@@ -265,11 +264,8 @@ impl<B: Backend + SynapseOps<B>> SynapticAttention<B> {
         let hd = d / h;
         let scale = 1.0 / libm::sqrtf(hd as f32);
         let qkv = self.qkv.forward(x)?.reshape(&[b, n, 3, h, hd])?;
-        let part = |i: usize| -> Result<Tensor<B>> {
-            qkv.narrow(2, i, 1)?.reshape(&[b, n, h, hd])?.permute(&[0, 2, 1, 3])?.reshape(&[b * h, n, hd])
-        };
-        let q = part(0)?;
-        let (k, v) = cache.append_kv(part(1)?, part(2)?, 1)?;
+        let (q, k, v) = rows(&qkv)?;
+        let (k, v) = cache.append_kv(k, v, 1)?;
         let y = if self.mode == PresynMode::Off {
             Tensor::attention(&q, &k, &v, true, scale)?
         } else {
@@ -316,6 +312,15 @@ impl<B: Backend + SynapseOps<B>> SynapticAttention<B> {
         let fixed = Tensor::from_f32(&fixed, &[n, l], &scores.device())?;
         scores.add(&bias)?.add(&fixed)?.softmax()
     }
+}
+
+/// `q`, `k`, `v` of a packed `qkv: [B, S, 3, H, Dh]` as attention rows `[B·H, S, Dh]`.
+#[allow(clippy::type_complexity)]
+fn rows<B: Backend>(qkv: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
+    let (q, k, v) = split_heads(qkv)?;
+    let s = q.shape().to_vec();
+    let r = [s[0] * s[1], s[2], s[3]];
+    Ok((q.reshape(&r)?, k.reshape(&r)?, v.reshape(&r)?))
 }
 
 /// Logs the layer's mean readily-releasable pool, reserve, calcium and energy after the pass.
@@ -465,8 +470,7 @@ impl<B: Backend + SynapseOps<B>> LanguageModel<B> for SynapticGpt<B> {
     /// Keys, values and presynaptic pools are cached per layer (see
     /// [`SynapticAttention::forward_cached`]); the MLPs read their weights and write nothing.
     fn forward_cached(&self, ids: &Ids<B>, cache: &mut KvCache<B>) -> Result<Tensor<B>> {
-        let (pos, n) = cache.begin("synaptic-gpt", self.blocks.len(), self.cfg.ctx_len, ids)?;
-        crate::nn::cache::guarded(cache, |cache| {
+        cache.extend(Self::ARCH, self.blocks.len(), self.cfg.ctx_len, ids, |cache, pos, n| {
             let ctx = &mut ForwardCtx::eval();
             let mut x = self.wte.forward(ids)?.add(&self.wpe.weight.narrow(0, pos, n)?)?;
             for (blk, lc) in self.blocks.iter().zip(cache.layers.iter_mut()) {

@@ -95,12 +95,24 @@ impl<B: Backend> SelfAttention<B> {
         let (b, n, d) = (s[0], s[1], s[2]);
         let h = self.n_head;
         let hd = d / h;
-        let qkv = self.qkv.forward(x)?.reshape(&[b, n, 3, h, hd])?;
-        let part = |i: usize| qkv.narrow(2, i, 1)?.reshape(&[b, n, h, hd])?.permute(&[0, 2, 1, 3]);
-        let (k, v) = cache.append_kv(part(1)?, part(2)?, 2)?;
-        let y = Tensor::attention(&part(0)?, &k, &v, true, 1.0 / (hd as f32).sqrt())?;
+        let (q, k, v) = split_heads(&self.qkv.forward(x)?.reshape(&[b, n, 3, h, hd])?)?;
+        let (k, v) = cache.append_kv(k, v, 2)?;
+        let y = Tensor::attention(&q, &k, &v, true, 1.0 / (hd as f32).sqrt())?;
         self.proj.forward(&y.permute(&[0, 2, 1, 3])?.reshape(&[b, n, d])?)
     }
+}
+
+/// Splits a packed projection `qkv: [B, S, 3, H, Dh]` into `q`, `k`, `v`, each
+/// `[B, H, S, Dh]`.
+#[allow(clippy::type_complexity)]
+pub fn split_heads<B: Backend>(qkv: &Tensor<B>) -> Result<(Tensor<B>, Tensor<B>, Tensor<B>)> {
+    let s = qkv.shape();
+    if s.len() != 5 || s[2] != 3 {
+        return Err(crate::shape_err!("attention", "packed qkv must be [batch, seq, 3, heads, dim], got {s:?}"));
+    }
+    let (b, n, h, hd) = (s[0], s[1], s[3], s[4]);
+    let part = |i: usize| qkv.narrow(2, i, 1)?.reshape(&[b, n, h, hd])?.permute(&[0, 2, 1, 3]);
+    Ok((part(0)?, part(1)?, part(2)?))
 }
 
 /// `proj(GELU(fc(x)))` with hidden width `mult·d`, then dropout.

@@ -104,11 +104,30 @@ impl<B: Backend> KvCache<B> {
         self.layers.clear();
     }
 
-    /// Checks that `ids: [batch, n]` can follow the cached positions of a model `arch` with
-    /// `layers` cached layers and a context of `ctx` positions, binds the cache to the model
-    /// on first use, and records the tokens. Returns `(position of the first new token, n)`.
-    /// Nothing changes on error.
-    pub fn begin(&mut self, arch: &'static str, layers: usize, ctx: usize, ids: &Ids<B>) -> Result<(usize, usize)> {
+    /// One decoding call of a model `arch` with `layers` cached layers and a context of `ctx`
+    /// positions: checks that `ids: [batch, n]` can follow the cached positions, binds the
+    /// cache to the model on first use, records the tokens, then runs the model's layers
+    /// `f(cache, pos, n)` (`pos`: position of the first new token). When the checks fail
+    /// nothing changes; when `f` fails the cache is cleared, since layers may have been
+    /// partly extended (the next call re-encodes from an empty cache).
+    pub fn extend<T>(
+        &mut self,
+        arch: &'static str,
+        layers: usize,
+        ctx: usize,
+        ids: &Ids<B>,
+        f: impl FnOnce(&mut Self, usize, usize) -> Result<T>,
+    ) -> Result<T> {
+        let (pos, n) = self.begin(arch, layers, ctx, ids)?;
+        let r = f(self, pos, n);
+        if r.is_err() {
+            self.clear();
+        }
+        r
+    }
+
+    /// The checks and bookkeeping of [`KvCache::extend`]; returns `(pos, n)`.
+    fn begin(&mut self, arch: &'static str, layers: usize, ctx: usize, ids: &Ids<B>) -> Result<(usize, usize)> {
         let s = ids.shape();
         if s.len() != 2 || s[0] != self.batch || s[1] == 0 {
             return Err(crate::shape_err!(
@@ -147,27 +166,11 @@ impl<B: Backend> KvCache<B> {
         Ok((pos, n))
     }
 
-    /// Undoes [`KvCache::begin`] after a failed forward: the cache is cleared, since layers
-    /// may have been partly extended (the next call re-encodes from an empty cache).
-    pub fn abort(&mut self) {
-        self.clear();
-    }
-
     /// All cached tokens as `[batch, len]` ids.
     pub fn all_ids(&self) -> Result<Ids<B>> {
         let flat: Vec<u32> = self.tokens.iter().flatten().copied().collect();
         Ids::from_u32(&flat, &[self.batch, self.len], &self.dev)
     }
-}
-
-/// Runs `f` (the layers of one decoding call) and clears the cache if it fails, so that a
-/// half-extended cache is never used again.
-pub fn guarded<B: Backend, T>(cache: &mut KvCache<B>, f: impl FnOnce(&mut KvCache<B>) -> Result<T>) -> Result<T> {
-    let r = f(cache);
-    if r.is_err() {
-        cache.abort();
-    }
-    r
 }
 
 /// Appends `tokens` to a window of a stream under the sliding rule of [`Decoder`] (a token

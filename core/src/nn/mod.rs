@@ -19,7 +19,7 @@ pub mod cache;
 mod layers;
 pub mod param;
 
-pub use attention::{Mlp, SelfAttention};
+pub use attention::{split_heads, Mlp, SelfAttention};
 pub use block::Block;
 pub use cache::{Decoder, KvCache, LayerCache};
 pub use layers::{dropout, Embedding, Init, LayerNorm, Linear, RmsNorm};
