@@ -149,14 +149,15 @@ fn decode_times<M: protocell_core::models::LanguageModel<Cpu>>(
     cached: bool,
 ) -> Result<(Vec<f64>, Vec<u32>)> {
     use protocell_core::nn::cache::slide_window;
-    use protocell_core::nn::{Decoder, ForwardCtx};
-    let argmax = |v: &[f32]| v.iter().enumerate().fold(0, |b, (i, x)| if *x > v[b] { i } else { b }) as u32;
+    use protocell_core::nn::Decoder;
+    use protocell_runtime::infer::{last_logits, sample_token, Sampling};
+    let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 0 };
+    let mut rng = protocell_core::rng::Philox::new(protocell_core::rng::RngKey::new(0));
     let mut dec = Decoder::new(m, &CpuDevice)?;
     let mut window = Vec::new();
     let mut times = Vec::with_capacity(n_new);
     let mut out = Vec::with_capacity(n_new);
     let mut next: Vec<u32> = prompt.to_vec();
-    let v = m.vocab_size();
     for _ in 0..n_new {
         let t0 = Instant::now();
         let logits = if cached {
@@ -164,12 +165,9 @@ fn decode_times<M: protocell_core::models::LanguageModel<Cpu>>(
         } else {
             // the same window as the decoder's, recomputed in full
             slide_window(&mut window, &next, m.context_len());
-            let w = &window;
-            let x = protocell_core::Ids::<Cpu>::from_u32(w, &[1, w.len()], &CpuDevice)?;
-            let l = m.forward(&x, &mut ForwardCtx::eval())?;
-            l.narrow(1, w.len() - 1, 1)?.reshape(&[v])?.to_vec()?
+            last_logits::<Cpu, M>(m, &window, &CpuDevice)?
         };
-        let t = argmax(&logits);
+        let t = sample_token(&logits, &greedy, &mut rng)?;
         times.push(t0.elapsed().as_secs_f64());
         out.push(t);
         next = vec![t];
