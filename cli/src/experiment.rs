@@ -1,14 +1,13 @@
 //! `protocell experiment`: the seeds' claims, re-run like for like, with the numbers the
 //! seeds report printed beside ours.
+use crate::runs::{config, mean_sd, shared_text, train, RunResult};
+use crate::synapses::SynapsesArgs;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use protocell_core::data::{phrase_process_floor, seed_phrases, SEED_PHRASES};
 use protocell_core::error::{Error, Result};
-use protocell_runtime::config::apply_set;
-use protocell_runtime::{new_session, registry, Device, RunConfig};
-use serde_json::{json, Value};
+use protocell_runtime::RunConfig;
+use serde_json::json;
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// Experiments.
 #[derive(Subcommand)]
@@ -21,48 +20,6 @@ pub enum ExperimentCmd {
     /// Seed 003: synapses off vs the seed's presynaptic step vs causal depletion (and a tuned
     /// configuration): held-out associative recall, validation loss on real text, speed, memory.
     Synapses(SynapsesArgs),
-}
-
-/// Arguments of `experiment synapses`.
-#[derive(Args)]
-pub struct SynapsesArgs {
-    /// Seeds per variant.
-    #[arg(long, default_value_t = 3)]
-    pub(crate) seeds: u64,
-    /// Training steps on the recall task.
-    #[arg(long, default_value_t = 400)]
-    pub(crate) recall_steps: u64,
-    /// Recall: sequences per training batch.
-    #[arg(long, default_value_t = 64)]
-    pub(crate) recall_batch: usize,
-    /// Recall: peak learning rate (warmup over 5 % of the steps, cosine to a tenth).
-    #[arg(long, default_value_t = 1e-3)]
-    pub(crate) recall_lr: f64,
-    /// Training steps on real text (batches of 8 × 128 tokens).
-    #[arg(long, default_value_t = 400)]
-    pub(crate) text_steps: u64,
-    /// Model overrides for every variant (`--set model.n_layer=4`); the default shape is depth 2,
-    /// width 64, 4 heads, context 128.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub(crate) sets: Vec<String>,
-    /// A configuration written by `protocell tune`: adds the variant "causal (tuned)".
-    #[arg(long)]
-    pub(crate) tuned: Option<PathBuf>,
-    /// The variants to run, comma-separated, among off, seed, causal.
-    #[arg(long, default_value = "off,seed,causal", value_delimiter = ',')]
-    pub(crate) variants: Vec<String>,
-    /// Recall: key→value pairs per sequence (as many queries follow).
-    #[arg(long, default_value_t = 8)]
-    pub(crate) pairs: usize,
-    /// Recall: size of the key and of the value alphabets.
-    #[arg(long, default_value_t = 16)]
-    pub(crate) alphabet: u32,
-    /// Real text (default: ../shared/data/shakespeare.txt when present, else the built-in corpus).
-    #[arg(long)]
-    pub(crate) text: Option<PathBuf>,
-    /// JSON output.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 /// Arguments of `experiment depth-collapse`.
@@ -109,87 +66,6 @@ pub fn run(cmd: ExperimentCmd) -> Result<()> {
         ExperimentCmd::CellToken(a) => cell_token(a),
         ExperimentCmd::Synapses(a) => crate::synapses::experiment(a),
     }
-}
-
-/// What one training run produced.
-#[derive(Debug, Clone)]
-pub(crate) struct RunResult {
-    pub(crate) label: String,
-    pub(crate) params: usize,
-    /// `(step, training loss)` of every step.
-    pub(crate) losses: Vec<(u64, f64)>,
-    pub(crate) val_loss: f64,
-    pub(crate) seconds: f64,
-    pub(crate) tokens_per_s: f64,
-    pub(crate) peak_tensor_bytes: usize,
-}
-
-impl RunResult {
-    fn mean_loss(&self, from: u64, to: u64) -> f64 {
-        let v: Vec<f64> = self.losses.iter().filter(|(s, _)| *s > from && *s <= to).map(|x| x.1).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    }
-    fn loss_at(&self, step: u64) -> f64 {
-        self.losses.iter().find(|(s, _)| *s == step).map_or(f64::NAN, |x| x.1)
-    }
-    fn to_json(&self) -> Value {
-        json!({"label": self.label, "params": self.params, "val_loss": self.val_loss, "seconds": self.seconds,
-               "tokens_per_s": self.tokens_per_s, "peak_tensor_bytes": self.peak_tensor_bytes,
-               "losses": self.losses.iter().filter(|(s, _)| s % 50 == 0 || *s == 1).collect::<Vec<_>>()})
-    }
-}
-
-pub(crate) fn config(model: &str, preset: &str, sets: &[String]) -> Result<RunConfig> {
-    let mut v = registry::preset(model, Some(preset))?.to_value();
-    for s in sets {
-        apply_set(&mut v, s)?;
-    }
-    RunConfig::from_value(v)
-}
-
-/// Trains `run` to its planned steps on the CPU with a progress bar; evaluates at the end.
-pub(crate) fn train(label: &str, run: RunConfig, quiet: bool) -> Result<RunResult> {
-    let mut s = new_session(run.clone(), Device::Cpu)?;
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(run.train.steps) };
-    bar.set_style(ProgressStyle::with_template("{prefix:>34} {bar:24} {pos}/{len} {msg}").expect("template"));
-    bar.set_prefix(label.to_string());
-    protocell_cpu::reset_peak();
-    let t0 = Instant::now();
-    let (mut losses, mut secs, mut tokens) = (Vec::new(), 0.0, 0u64);
-    while s.step() < run.train.steps {
-        let st = s.train_step()?;
-        losses.push((st.step, st.loss));
-        secs += st.seconds;
-        tokens += st.tokens;
-        bar.inc(1);
-        if st.step % 20 == 0 {
-            bar.set_message(format!("loss {:.3}", st.loss));
-        }
-    }
-    let val_loss = s.evaluate()?;
-    bar.finish_and_clear();
-    Ok(RunResult {
-        label: label.to_string(),
-        params: s.num_params(),
-        losses,
-        val_loss,
-        seconds: t0.elapsed().as_secs_f64(),
-        tokens_per_s: tokens as f64 / secs,
-        peak_tensor_bytes: protocell_cpu::memory_stats().peak_bytes,
-    })
-}
-
-pub(crate) fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
-    (m, var.sqrt())
-}
-
-pub(crate) fn shared_text(given: &Option<PathBuf>) -> Option<PathBuf> {
-    given.clone().or_else(|| {
-        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/shakespeare.txt");
-        p.canonicalize().ok()
-    })
 }
 
 /// The models of seed 001's comparison: the seed's two, plus a 2-layer baseline as the control

@@ -2,6 +2,7 @@
 mod bench;
 mod experiment;
 mod plot;
+mod runs;
 mod sim;
 mod synapses;
 mod train;

@@ -1,6 +1,6 @@
 //! Seed 003 at the command line: `experiment synapses` (does live depletion help?) and
 //! `tune` (CMA-ES over the presynaptic parameters on held-out recall).
-use crate::experiment::{config, mean_sd, shared_text, train, SynapsesArgs};
+use crate::runs::{config, mean_sd, shared_text, train};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use protocell_core::data::tasks::{accuracy, Recall, Split};
@@ -12,6 +12,48 @@ use protocell_runtime::Device;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// Arguments of `experiment synapses`.
+#[derive(Args)]
+pub struct SynapsesArgs {
+    /// Seeds per variant.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) seeds: u64,
+    /// Training steps on the recall task.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) recall_steps: u64,
+    /// Recall: sequences per training batch.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) recall_batch: usize,
+    /// Recall: peak learning rate (warmup over 5 % of the steps, cosine to a tenth).
+    #[arg(long, default_value_t = 1e-3)]
+    pub(crate) recall_lr: f64,
+    /// Training steps on real text (batches of 8 × 128 tokens).
+    #[arg(long, default_value_t = 400)]
+    pub(crate) text_steps: u64,
+    /// Model overrides for every variant (`--set model.n_layer=4`); the default shape is depth 2,
+    /// width 64, 4 heads, context 128.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) sets: Vec<String>,
+    /// A configuration written by `protocell tune`: adds the variant "causal (tuned)".
+    #[arg(long)]
+    pub(crate) tuned: Option<PathBuf>,
+    /// The variants to run, comma-separated, among off, seed, causal.
+    #[arg(long, default_value = "off,seed,causal", value_delimiter = ',')]
+    pub(crate) variants: Vec<String>,
+    /// Recall: key→value pairs per sequence (as many queries follow).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) pairs: usize,
+    /// Recall: size of the key and of the value alphabets.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) alphabet: u32,
+    /// Real text (default: ../shared/data/shakespeare.txt when present, else the built-in corpus).
+    #[arg(long)]
+    pub(crate) text: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 /// The experiment's model shape unless `--set` says otherwise: depth 2, width 64, 4 heads,
 /// context 128 (a quarter of the seed's measured shape, so that several seeds of every
